@@ -1,0 +1,188 @@
+"""The one configuration loader: reads the environment (DESIGN §3), validates it and reports
+every problem at once, so a bad deployment fails at start with one readable message."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from integrations.errors import ConfigError
+
+_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+DEFAULT_URLS = {
+    "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "MSGRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
+    "MSGRAPH_AUTHORITY_URL": "https://login.microsoftonline.com",
+    "CLICKUP_BASE_URL": "https://api.clickup.com/api/v2",
+    "ROBOCORP_BASE_URL": "https://cloud.robocorp.com/api/v1",
+}
+# Production and sandbox QBO hosts; chosen by the secret's ``environment`` unless QBO_BASE_URL is set.
+QBO_API_URLS = {
+    "production": "https://quickbooks.api.intuit.com",
+    "sandbox": "https://sandbox-quickbooks.api.intuit.com",
+}
+
+REQUIRED = (
+    "AWS_REGION",
+    "QBO_SECRET_NAME",
+    "MSGRAPH_SECRET_NAME",
+    "CLICKUP_SECRET_NAME",
+    "ROBOCORP_API_SECRET_NAME",
+    "DYNAMODB_TABLE_ROBOCORP_CLIENTS",
+    "LEDGER_TABLE",
+    "BOOKKEEPER_EMAIL",
+    "SENDER_EMAIL",
+    "MS_GRAPH_HOSTNAME",
+    "SHAREPOINT_SITE_PATH",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    aws_region: str
+    qbo_secret_name: str
+    msgraph_secret_name: str
+    clickup_secret_name: str
+    robocorp_secret_name: str
+    registry_table: str
+    ledger_table: str
+    bookkeeper_email: str
+    sender_email: str
+    ms_graph_hostname: str
+    sharepoint_site_path: str
+    sharepoint_folder: str = "Invoices"
+    excluded_customers: tuple[str, ...] = ()
+    invoice_delivery: str = "qbo"  # qbo | graph
+    log_format: str = "json"  # json | pretty
+    log_level: str = "INFO"
+    qbo_base_url: str | None = None  # None: chosen by the QBO secret's environment
+    qbo_token_url: str = DEFAULT_URLS["QBO_TOKEN_URL"]
+    msgraph_base_url: str = DEFAULT_URLS["MSGRAPH_BASE_URL"]
+    msgraph_authority_url: str = DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"]
+    clickup_base_url: str = DEFAULT_URLS["CLICKUP_BASE_URL"]
+    robocorp_base_url: str = DEFAULT_URLS["ROBOCORP_BASE_URL"]
+    item_robot_runtime: str = "Robot Runtime"
+    item_professional_services: str = "Professional Services"
+    item_subscription: str = "Automation Subscription"
+    send_lookback_days: int = 120
+    metrics_namespace: str = "QboInvoiceProcessor"  # empty: do not publish the success metric
+    http_timeout_seconds: float = 60.0
+    http_max_retries: int = 5
+    http_max_retry_after_seconds: float = 120.0
+    scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def is_excluded(self, client_id: str, display_name: str | None) -> bool:
+        """EXCLUDED_CUSTOMERS holds display names or client numbers, compared case-insensitively."""
+        wanted = {value.casefold() for value in self.excluded_customers}
+        return client_id.casefold() in wanted or (display_name or "").strip().casefold() in wanted
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], problems: list[str]
+) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        problems.append(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        return default
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, problems: list[str], *, integer: bool = False):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a {'whole ' if integer else ''}number (got {raw!r})")
+        return default
+    if value <= 0:
+        problems.append(f"{name} must be greater than zero (got {raw!r})")
+        return default
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[str]) -> str | None:
+    value = (env.get(name) or "").strip() or default
+    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        problems.append(f"{name} must be an http(s) URL (got {value!r})")
+    return value.rstrip("/") if value else value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping; raise ConfigError naming every problem."""
+    problems: list[str] = []
+    for name in REQUIRED:
+        if not (env.get(name) or "").strip():
+            problems.append(f"{name} is required but not set")
+
+    def get(name: str, default: str = "") -> str:
+        return (env.get(name) or default).strip()
+
+    for name in ("BOOKKEEPER_EMAIL", "SENDER_EMAIL"):
+        value = get(name)
+        if value and not _EMAIL.match(value):
+            problems.append(f"{name} must be one email address (got {value!r})")
+    host = get("MS_GRAPH_HOSTNAME")
+    if host and not _HOSTNAME.match(host):
+        problems.append(f"MS_GRAPH_HOSTNAME must be a host name like contoso.sharepoint.com (got {host!r})")
+    site_path = get("SHAREPOINT_SITE_PATH")
+    if site_path and not site_path.startswith("/"):
+        problems.append(f"SHAREPOINT_SITE_PATH must start with / like /sites/Finance (got {site_path!r})")
+
+    scheduled: datetime | None = None
+    raw_scheduled = get("SCHEDULED_TIME")
+    if raw_scheduled:
+        try:
+            scheduled = datetime.fromisoformat(raw_scheduled.replace("Z", "+00:00"))
+            if scheduled.tzinfo is None:
+                raise ValueError("no time zone")
+        except ValueError:
+            problems.append(f"SCHEDULED_TIME must be an ISO 8601 time with a zone (got {raw_scheduled!r})")
+            scheduled = None
+
+    settings = Settings(
+        aws_region=get("AWS_REGION"),
+        qbo_secret_name=get("QBO_SECRET_NAME"),
+        msgraph_secret_name=get("MSGRAPH_SECRET_NAME"),
+        clickup_secret_name=get("CLICKUP_SECRET_NAME"),
+        robocorp_secret_name=get("ROBOCORP_API_SECRET_NAME"),
+        registry_table=get("DYNAMODB_TABLE_ROBOCORP_CLIENTS"),
+        ledger_table=get("LEDGER_TABLE"),
+        bookkeeper_email=get("BOOKKEEPER_EMAIL"),
+        sender_email=get("SENDER_EMAIL"),
+        ms_graph_hostname=host,
+        sharepoint_site_path=site_path,
+        sharepoint_folder=get("SHAREPOINT_FOLDER", "Invoices").strip("/") or "Invoices",
+        excluded_customers=tuple(v.strip() for v in get("EXCLUDED_CUSTOMERS").split(",") if v.strip()),
+        invoice_delivery=_choice(env, "INVOICE_DELIVERY", "qbo", ("qbo", "graph"), problems),
+        log_format=_choice(env, "LOG_FORMAT", "json", ("json", "pretty"), problems),
+        log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error"), problems).upper(),
+        qbo_base_url=_url(env, "QBO_BASE_URL", None, problems),
+        qbo_token_url=_url(env, "QBO_TOKEN_URL", DEFAULT_URLS["QBO_TOKEN_URL"], problems),
+        msgraph_base_url=_url(env, "MSGRAPH_BASE_URL", DEFAULT_URLS["MSGRAPH_BASE_URL"], problems),
+        msgraph_authority_url=_url(
+            env, "MSGRAPH_AUTHORITY_URL", DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"], problems
+        ),
+        clickup_base_url=_url(env, "CLICKUP_BASE_URL", DEFAULT_URLS["CLICKUP_BASE_URL"], problems),
+        robocorp_base_url=_url(env, "ROBOCORP_BASE_URL", DEFAULT_URLS["ROBOCORP_BASE_URL"], problems),
+        item_robot_runtime=get("QBO_ITEM_ROBOT_RUNTIME", "Robot Runtime"),
+        item_professional_services=get("QBO_ITEM_PROFESSIONAL_SERVICES", "Professional Services"),
+        item_subscription=get("QBO_ITEM_SUBSCRIPTION", "Automation Subscription"),
+        send_lookback_days=_number(env, "SEND_LOOKBACK_DAYS", 120, problems, integer=True),
+        metrics_namespace=get("METRICS_NAMESPACE", "QboInvoiceProcessor")
+        if "METRICS_NAMESPACE" not in env
+        else get("METRICS_NAMESPACE"),
+        http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 60.0, problems),
+        http_max_retries=_number(env, "HTTP_MAX_RETRIES", 5, problems, integer=True),
+        http_max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, problems),
+        scheduled_time=scheduled,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -1,0 +1,176 @@
+"""The one HTTP session factory and the one place that turns HTTP failures into typed errors.
+
+Retries are urllib3's ``Retry``: backoff with jitter, ``Retry-After`` honoured (capped), and a
+bounded budget. Only calls that are safe to repeat are retried on 5xx and timeouts: GET/PUT/DELETE
+always, POST only on sessions built with ``replay_safe_posts=True`` (the QBO API session, whose
+writes all carry a ``requestid``). A 429 is retried for every method: the server refused the call,
+so repeating it cannot do the work twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from integrations import errors
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+USER_AGENT = "qbo-invoice-processor/1.0"
+
+
+class ServiceRetry(Retry):
+    """urllib3 Retry that also retries a refused (429) non-idempotent call and caps Retry-After."""
+
+    max_retry_after: float = 120.0
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429 and self.total and self.status != 0:
+            return True
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        if seconds is None:
+            return None
+        return min(seconds, self.max_retry_after)
+
+    def new(self, **kw: Any) -> ServiceRetry:
+        new = super().new(**kw)
+        new.max_retry_after = self.max_retry_after
+        return new
+
+
+class ServiceSession(requests.Session):
+    """A requests Session that knows its service name and applies a default timeout."""
+
+    def __init__(self, service: str, timeout: float | tuple[float, float]):
+        super().__init__()
+        self.service = service
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, **kwargs)
+
+
+def build_session(
+    service: str,
+    *,
+    replay_safe_posts: bool = False,
+    timeout: float = 60.0,
+    connect_timeout: float = 10.0,
+    max_retries: int = 5,
+    backoff_factor: float = 0.5,
+    backoff_max: float = 30.0,
+    max_retry_after: float = 120.0,
+) -> ServiceSession:
+    """Build the session a client uses for one service."""
+    methods = IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set())
+    retry = ServiceRetry(
+        total=max_retries,
+        connect=max_retries,
+        read=max_retries,
+        status=max_retries,
+        other=0,
+        allowed_methods=methods,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff_factor,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    retry.max_retry_after = max_retry_after
+    session = ServiceSession(service, timeout=(connect_timeout, timeout))
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+ErrorParser = Callable[[requests.Response], tuple[str, str | None]]
+
+
+def _default_reason(response: requests.Response) -> tuple[str, str | None]:
+    text = (response.text or "").strip().replace("\n", " ")
+    return (text[:300] or response.reason or "no body"), None
+
+
+def call(
+    session: requests.Session,
+    service: str,
+    operation: str,
+    method: str,
+    url: str,
+    *,
+    parse_error: ErrorParser = _default_reason,
+    request_id_header: str | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """Make one call (retries happen inside the session) and raise a typed error on failure.
+
+    ``parse_error`` turns an error body into ``(reason, code)``; it must be lenient (bodies may be
+    XML, JSON with odd casing, or empty). ``request_id_header`` names the response header that
+    carries the service's transaction id (``intuit_tid`` for QBO).
+    """
+    try:
+        response = session.request(method, url, **kwargs)
+    except requests.exceptions.RetryError as exc:  # raised only when the budget ends on a redirect
+        raise errors.TransportError(
+            service, operation, f"retries exhausted ({exc.__class__.__name__})"
+        ) from None
+    except requests.exceptions.Timeout:
+        raise errors.TransportError(service, operation, "timed out (after retries)") from None
+    except requests.exceptions.ConnectionError as exc:
+        reason = "connection failed or dropped (after retries)"
+        if "Max retries exceeded" in str(exc) and "ResponseError" in str(exc):
+            reason = "too many error responses (after retries)"
+        raise errors.TransportError(service, operation, reason) from None
+    except requests.exceptions.RequestException as exc:
+        raise errors.TransportError(service, operation, exc.__class__.__name__) from None
+
+    tid = response.headers.get(request_id_header) if request_id_header else None
+    logger.debug(
+        "{service} {operation} -> {status}",
+        service=service,
+        operation=operation,
+        status=response.status_code,
+        **({"tid": tid} if tid else {}),
+    )
+    if response.status_code < 400:
+        return response
+    try:
+        reason, code = parse_error(response)
+    except Exception:  # noqa: BLE001 - a parser must never hide the real failure
+        reason, code = _default_reason(response)
+    status = response.status_code
+    kinds: dict[int, type[errors.ServiceError]] = {
+        401: errors.AuthExpired,
+        403: errors.PermissionDenied,
+        404: errors.NotFound,
+        429: errors.RateLimited,
+    }
+    kind = kinds.get(status) or (errors.ServerError if status >= 500 else errors.ValidationFault)
+    raise kind(service, operation, reason, status=status, request_id=tid, code=code)
+
+
+def json_body(response: requests.Response, service: str, operation: str) -> Any:
+    """Parse a JSON body or raise GarbledResponse naming the call."""
+    try:
+        return response.json()
+    except ValueError:
+        snippet = (response.text or "")[:120].replace("\n", " ")
+        raise errors.GarbledResponse(
+            service,
+            operation,
+            f"expected JSON, got {response.headers.get('Content-Type', '?')}: {snippet!r}",
+            status=response.status_code,
+        ) from None
