@@ -9,6 +9,9 @@ so repeating it cannot do the work twice.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,16 +49,58 @@ class ServiceRetry(Retry):
         return new
 
 
-class ServiceSession(requests.Session):
-    """A requests Session that knows its service name and applies a default timeout."""
+class RateLimiter:
+    """Client-side limit of requests per second and per minute (QBO: 10/s and 500/min per company).
 
-    def __init__(self, service: str, timeout: float | tuple[float, float]):
+    Thread-safe sliding windows: callers block until a slot is free, so concurrent workers stay
+    inside the service's published limits instead of collecting 429s.
+    """
+
+    def __init__(
+        self,
+        per_second: int | None = None,
+        per_minute: int | None = None,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    ):
+        self.windows = [(limit, span) for limit, span in ((per_second, 1.0), (per_minute, 60.0)) if limit]
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                horizon = max((span for _, span in self.windows), default=0.0)
+                while self._stamps and now - self._stamps[0] >= horizon:
+                    self._stamps.popleft()
+                wait = 0.0
+                for limit, span in self.windows:
+                    recent = [t for t in self._stamps if now - t < span]
+                    if len(recent) >= limit:
+                        wait = max(wait, span - (now - recent[-limit]))
+                if wait <= 0:
+                    self._stamps.append(now)
+                    return
+            self._sleep(wait)
+
+
+class ServiceSession(requests.Session):
+    """A requests Session that knows its service name, applies a default timeout and a rate limit."""
+
+    def __init__(
+        self, service: str, timeout: float | tuple[float, float], limiter: RateLimiter | None = None
+    ):
         super().__init__()
         self.service = service
         self.timeout = timeout
+        self.limiter = limiter
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
+        if self.limiter is not None:
+            self.limiter.acquire()
         return super().request(method, url, **kwargs)
 
 
@@ -69,6 +114,8 @@ def build_session(
     backoff_factor: float = 0.5,
     backoff_max: float = 30.0,
     max_retry_after: float = 120.0,
+    per_second: int | None = None,
+    per_minute: int | None = None,
 ) -> ServiceSession:
     """Build the session a client uses for one service."""
     methods = IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set())
@@ -88,7 +135,8 @@ def build_session(
         raise_on_redirect=False,
     )
     retry.max_retry_after = max_retry_after
-    session = ServiceSession(service, timeout=(connect_timeout, timeout))
+    limiter = RateLimiter(per_second, per_minute) if (per_second or per_minute) else None
+    session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -130,8 +178,11 @@ def call(
     except requests.exceptions.Timeout:
         raise errors.TransportError(service, operation, "timed out (after retries)") from None
     except requests.exceptions.ConnectionError as exc:
+        text = str(exc)
         reason = "connection failed or dropped (after retries)"
-        if "Max retries exceeded" in str(exc) and "ResponseError" in str(exc):
+        if "Read timed out" in text or "ReadTimeoutError" in text or "ConnectTimeoutError" in text:
+            reason = "timed out (after retries)"
+        elif "Max retries exceeded" in text and "ResponseError" in text:
             reason = "too many error responses (after retries)"
         raise errors.TransportError(service, operation, reason) from None
     except requests.exceptions.RequestException as exc:

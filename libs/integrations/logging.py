@@ -9,6 +9,7 @@ refresh token, an access token); the mask is applied to the fully formatted line
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import sys
 import threading
 from collections.abc import Iterable
@@ -32,9 +33,8 @@ class SecretMasker:
         for value in _flatten(values):
             if isinstance(value, str) and len(value) >= _MIN_SECRET_LENGTH:
                 new.add(value)
-                escaped = json.dumps(value)[1:-1]
-                if escaped != value:
-                    new.add(escaped)
+                # Both JSON spellings: json.dumps escapes non-ASCII, loguru's serializer does not.
+                new.update(json.dumps(value, ensure_ascii=ascii_only)[1:-1] for ascii_only in (True, False))
         if not new:
             return
         with self._lock:
@@ -75,7 +75,9 @@ def mask(text: str) -> str:
     return masker.mask(text)
 
 
-_PRETTY = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}{extra_text}\n{exception}"
+_PRETTY = (
+    "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}{extra[extra_text]}\n{exception}"
+)
 
 
 def _pretty_format(record: dict) -> str:
@@ -84,8 +86,21 @@ def _pretty_format(record: dict) -> str:
     return _PRETTY
 
 
+class _ToLoguru(std_logging.Handler):
+    """Sends standard-library log records (urllib3, botocore, msal) through loguru and its mask."""
+
+    def emit(self, record: std_logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, "{}: {}", record.name, record.getMessage())
+
+
 def setup_logging(fmt: str = "json", level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route all logging to one masked sink: JSON lines (``fmt="json"``) or readable text."""
+    """Route all logging, the standard library's included, to one masked sink: JSON lines
+    (``fmt="json"``) or readable text."""
+    std_logging.basicConfig(handlers=[_ToLoguru()], level=std_logging.WARNING, force=True)
     out = stream or sys.stderr
 
     def sink(message: object) -> None:

@@ -1,0 +1,1 @@
+"""The create-invoices job: pure billing rules (period, attribution, billing, customers) and the job."""

@@ -1,0 +1,1 @@
+"""The daily send-invoices job: every invoice waiting to be sent is delivered once, archived and reported."""
