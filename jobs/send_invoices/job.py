@@ -118,15 +118,6 @@ class SendRun:
     def _deliver(self, invoice: dict, result: Delivery) -> Delivery:
         ledger = self.services.ledger
         key = f"send#{result.invoice_id}#{invoice.get('SyncToken', '0')}"
-        prior = ledger.get(key)
-        if prior is not None and prior.status == "sent":
-            # Delivered, but QBO was not updated (the sparse update failed last time): finish that.
-            self._mark_sent(invoice, key)
-            result.outcome, result.reason = "skipped", "already sent; QuickBooks status updated now"
-            return result
-        if prior is not None and prior.status == "needs_review":
-            result.outcome, result.reason = "needs_review", prior.attributes.get("reason", "outcome unknown")
-            return result
         acquired, entry = ledger.claim(
             key,
             self.run_id,
@@ -139,9 +130,20 @@ class SendRun:
             },
         )
         if not acquired:
-            result.reason = f"claimed by another run ({entry.status if entry else 'unknown'})"
+            status = entry.status if entry else "unknown"
+            if status == "sent":
+                # Delivered, but QBO was not marked (that update failed last time): finish it now.
+                self._mark_sent(invoice, key)
+                result.reason = "already sent; QuickBooks status updated now"
+            elif status == "needs_review":
+                result.outcome = "needs_review"
+                result.reason = (
+                    str(entry.attributes.get("reason", "outcome unknown")) if entry else "outcome unknown"
+                )
+            else:
+                result.reason = f"claimed by another run ({status})"
             return result
-        crashed = prior is not None and prior.status == "claimed"
+        crashed = entry is not None and entry.previous_status == "claimed"
         if crashed and not self._safe_to_resend(invoice, key, result):
             return result
         try:

@@ -158,13 +158,18 @@ def run(
         print(mask(format_table(outcome.table)), file=sys.stderr)
     logger.bind(summary=summary).info("run finished: {job} exit {code}", job=job_name, code=outcome.exit_code)
     if env.get("SUMMARY_PATH"):
-        Path(env["SUMMARY_PATH"]).write_text(
-            json.dumps(
-                {**summary, "table": json.loads(mask(json.dumps(outcome.table, default=str)))},
-                indent=2,
-                default=str,
+        try:
+            Path(env["SUMMARY_PATH"]).write_text(
+                json.dumps(
+                    {**summary, "table": json.loads(mask(json.dumps(outcome.table, default=str)))},
+                    indent=2,
+                    default=str,
+                )
             )
-        )
+        except OSError as exc:  # the run's outcome stands; a missing summary file must not hide it
+            logger.error(
+                "could not write the summary file {path}: {error}", path=env["SUMMARY_PATH"], error=str(exc)
+            )
     if settings is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
         _publish_metric(settings, job_name, outcome)
     return outcome.exit_code

@@ -101,7 +101,7 @@ def _number(env: Mapping[str, str], name: str, default: float, problems: list[st
     except ValueError:
         problems.append(f"{name} must be a {'whole ' if integer else ''}number (got {raw!r})")
         return default
-    if value <= 0:
+    if not 0 < value < float("inf"):  # also refuses "nan" and "inf", which float() accepts
         problems.append(f"{name} must be greater than zero (got {raw!r})")
         return default
     return value
