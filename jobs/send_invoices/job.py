@@ -92,7 +92,7 @@ class SendRun:
             invoice_id=str(invoice["Id"]),
             doc_number=str(invoice.get("DocNumber") or invoice["Id"]),
             customer=name,
-            amount=Decimal(str(invoice.get("TotalAmt", "0"))),
+            amount=Decimal(str(invoice.get("TotalAmt", "0"))).quantize(Decimal("0.01")),
             outcome="skipped",
             to=((invoice.get("BillEmail") or {}).get("Address") or ""),
         )
@@ -146,8 +146,15 @@ class SendRun:
         crashed = entry is not None and entry.previous_status == "claimed"
         if crashed and not self._safe_to_resend(invoice, key, result):
             return result
+        pdf: bytes | None = None
+        if self.settings.invoice_delivery == "graph":
+            try:
+                pdf = self.services.qbo.invoice_pdf(result.invoice_id)
+            except errors.ServiceError as exc:  # nothing was sent: the next run tries again
+                ledger.record(key, self.run_id, "failed", {"reason": f"PDF not available: {exc}"})
+                raise
         try:
-            pdf = self._send(invoice, key, result)
+            self._send(invoice, key, result, pdf)
         except (errors.TransportError, errors.ServerError) as exc:
             if self.settings.invoice_delivery == "graph":
                 # The mail service may have accepted it before the connection broke: do not resend.
@@ -198,12 +205,10 @@ class SendRun:
         result.outcome, result.reason = "needs_review", reason
         return False
 
-    def _send(self, invoice: dict, key: str, result: Delivery) -> bytes | None:
-        qbo = self.services.qbo
-        if self.settings.invoice_delivery == "qbo":
-            qbo.send_invoice(result.invoice_id, request_id_for(key, "send"))
-            return None
-        pdf = qbo.invoice_pdf(result.invoice_id)  # a failure here sends nothing
+    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None) -> None:
+        if pdf is None:
+            self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send"))
+            return
         cc = [a for a in [(invoice.get("BillEmailCc") or {}).get("Address")] if a]
         bcc = [a for a in [(invoice.get("BillEmailBcc") or {}).get("Address")] if a]
         subject, html = summary.customer_mail(invoice, result)
@@ -218,7 +223,6 @@ class SendRun:
             cc=cc,
             bcc=bcc,
         )
-        return pdf
 
     def _mark_sent(self, invoice: dict, key: str) -> None:
         self.services.qbo.sparse_update_invoice(

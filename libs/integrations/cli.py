@@ -154,8 +154,6 @@ def run(
         **outcome.summary,
     }
     summary = json.loads(mask(json.dumps(summary, default=str)))
-    if settings is not None and settings.log_format == "pretty" and outcome.table:
-        print(mask(format_table(outcome.table)), file=sys.stderr)
     logger.bind(summary=summary).info("run finished: {job} exit {code}", job=job_name, code=outcome.exit_code)
     if env.get("SUMMARY_PATH"):
         try:

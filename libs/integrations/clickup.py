@@ -207,6 +207,7 @@ def build_clickup(settings: Any, secret: Mapping[str, Any]) -> ClickUpClient:
         timeout=settings.http_timeout_seconds,
         max_retries=settings.http_max_retries,
         max_retry_after=settings.http_max_retry_after_seconds,
+        per_minute=100,  # ClickUp's limit per token
     )
     return ClickUpClient(session, values["api_token"], values["team_id"], settings.clickup_base_url)
 

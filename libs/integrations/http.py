@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import requests
@@ -214,9 +215,11 @@ def call(
 
 
 def json_body(response: requests.Response, service: str, operation: str) -> Any:
-    """Parse a JSON body or raise GarbledResponse naming the call."""
+    """Parse a JSON body or raise GarbledResponse naming the call.
+
+    Non-integral numbers become Decimal, so money read from a service never passes through a float."""
     try:
-        return response.json()
+        return response.json(parse_float=Decimal)
     except ValueError:
         snippet = (response.text or "")[:120].replace("\n", " ")
         raise errors.GarbledResponse(

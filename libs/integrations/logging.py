@@ -101,9 +101,9 @@ def setup_logging(fmt: str = "json", level: str = "INFO", stream: TextIO | None 
     """Route all logging, the standard library's included, to one masked sink: JSON lines
     (``fmt="json"``) or readable text."""
     std_logging.basicConfig(handlers=[_ToLoguru()], level=std_logging.WARNING, force=True)
-    out = stream or sys.stderr
 
     def sink(message: object) -> None:
+        out = stream or sys.stderr  # looked up per line: tests and tools swap sys.stderr
         out.write(masker.mask(str(message)))
         out.flush()
 

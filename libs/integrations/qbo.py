@@ -932,5 +932,7 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         timeout=settings.http_timeout_seconds,
         max_retries=settings.http_max_retries,
         max_retry_after=settings.http_max_retry_after_seconds,
+        per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
+        per_minute=500,
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)

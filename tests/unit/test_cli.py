@@ -215,14 +215,6 @@ def test_final_summary_is_one_json_line(capsys: pytest.CaptureFixture[str]) -> N
     assert summary["note"] == "multi\nline"
 
 
-def test_pretty_mode_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    job = FakeJob(JobOutcome(0, {}, [{"client": "10002", "status": "created"}]))
-    assert run(["--create-invoices", "--dry-run"], {**ENV, "LOG_FORMAT": "pretty"}, job_loader=job.load) == 0
-    err = capsys.readouterr().err
-    assert "client  status" in err and "10002   created" in err
-    assert "run finished: create-invoices exit 0" in err
-
-
 def test_a_secret_registered_by_the_job_never_leaves_the_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,197 @@
+"""The send-invoices job against the sandbox: each waiting invoice delivered once, archived, reported."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.e2e.conftest import Harness, default_scenario
+
+pytestmark = pytest.mark.e2e
+
+CREATED_WITH_EMAIL = {"10002-202610", "10003-202610", "10004-202610", "10005-202610", "10006-202610"}
+BOOKKEEPER = "bookkeeper@brightline-automation.example"
+
+
+def _customer_mails(harness: Harness) -> list[dict]:
+    return [m for m in harness.state()["mails"] if m["to"] != [BOOKKEEPER]]
+
+
+def _summaries(harness: Harness) -> list[dict]:
+    return [m for m in harness.state()["mails"] if m["to"] == [BOOKKEEPER] and "sent" in m["subject"]]
+
+
+def _status(harness: Harness) -> dict[str, str]:
+    return {i["DocNumber"]: i["EmailStatus"] for i in harness.state()["invoices"]}
+
+
+def test_send_after_create_delivers_each_invoice_once_archives_and_reports(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10").exit_code == 0
+
+    first = harness.run("--send-invoices")
+
+    assert first.exit_code == 0, first.logs
+    sent = _customer_mails(harness)
+    assert sorted(m["subject"].split()[1] for m in sent) == sorted(CREATED_WITH_EMAIL)
+    assert all(m["via"] == "qbo-invoice-send" and m["attachments"][0]["name"].endswith(".pdf") for m in sent)
+    status = _status(harness)
+    assert {doc: status[doc] for doc in CREATED_WITH_EMAIL} == dict.fromkeys(CREATED_WITH_EMAIL, "EmailSent")
+    assert status["AICPA-1120"] == "NeedToSend"  # excluded customer: left alone
+    pdfs = sorted(f["path"].rsplit("/", 1)[1] for f in harness.state()["files"] if f["path"].endswith(".pdf"))
+    assert pdfs == sorted(f"Invoice-{doc}.pdf" for doc in CREATED_WITH_EMAIL)
+    (summary,) = _summaries(harness)
+    assert summary["subject"] == "[QBO invoices] sent 5 ($4,483.21)"
+    assert first.rows(invoice="AICPA-1120")[0]["reason"] == "excluded customer"
+
+    second = harness.run("--send-invoices")
+
+    assert second.exit_code == 0, second.logs
+    assert (
+        len(_customer_mails(harness)) == 5 and len(_summaries(harness)) == 1
+    )  # nothing sent, nothing mailed
+    assert second.summary["counts"]["sent"] == 0
+
+
+def test_graph_delivery_mails_the_pdf_from_the_sender_and_marks_the_invoice_sent(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10005").exit_code == 0
+
+    run = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
+
+    assert run.exit_code == 0, run.logs
+    (mail,) = _customer_mails(harness)
+    assert mail["via"].startswith("graph") and "<billing@brightline-automation.example>" in mail["from"]
+    assert mail["to"] == ["regnskab@obrien-son.example"]
+    assert "10005-202610" in mail["subject"] and "437.25" in mail["html"]
+    (attachment,) = mail["attachments"]
+    assert attachment["name"] == "Invoice-10005-202610.pdf" and attachment["size"] > 500
+    invoice = next(i for i in harness.state()["invoices"] if i["DocNumber"] == "10005-202610")
+    assert invoice["EmailStatus"] == "EmailSent" and invoice["SyncToken"] == "1"
+
+
+def _scenario_with_invoice_for_fjord() -> dict:
+    scenario = default_scenario()
+    extra = copy.deepcopy(scenario["qbo"]["invoices"][1])
+    extra.update(
+        {"Id": "150", "DocNumber": "FJ-77", "CustomerRef": {"value": "65"}, "PrivateNote": "by hand"}
+    )
+    scenario["qbo"]["invoices"].append(extra)
+    return scenario
+
+
+@pytest.mark.parametrize("harness", [_scenario_with_invoice_for_fjord()], indirect=True)
+def test_an_invoice_without_bill_email_is_reported_not_sent(harness: Harness) -> None:
+    # QBO's API refuses NeedToSend without BillEmail, but an invoice edited in the QBO app can end
+    # up that way: take the address off the stored invoice, as such an edit would.
+    store = harness.sandbox.store
+    with store.lock:
+        invoices = store.get("qbo/invoices", [])
+        next(i for i in invoices if i["DocNumber"] == "FJ-77").pop("BillEmail")
+        store.put("qbo/invoices", invoices)
+
+    run = harness.run("--send-invoices")
+
+    assert run.exit_code == 0, run.logs
+    assert "no BillEmail" in run.rows(invoice="FJ-77")[0]["reason"]
+    assert _customer_mails(harness) == []
+    (summary,) = _summaries(harness)  # worth telling the bookkeeper: somebody must add the address
+    assert "FJ-77" in summary["text"] and "no BillEmail" in summary["text"]
+
+
+def test_nothing_waiting_means_no_mail_at_all(harness: Harness) -> None:
+    run = harness.run("--send-invoices")  # only the excluded customer's invoice is waiting
+
+    assert run.exit_code == 0, run.logs
+    assert harness.state()["mails"] == []
+
+
+def test_a_pdf_that_cannot_be_fetched_fails_that_invoice_only(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10").exit_code == 0
+    acme = next(i for i in harness.invoices() if i["DocNumber"] == "10002-202610")
+    harness.sandbox.fail_next("qbo", 10, status=500, match=rf"GET .*/invoice/{acme['Id']}/pdf")
+
+    run = harness.run("--send-invoices", INVOICE_DELIVERY="graph", HTTP_MAX_RETRIES="2")
+
+    assert run.exit_code == 1
+    failed = run.rows(outcome="failed")
+    assert [row["invoice"] for row in failed] == ["10002-202610"] and "pdf" in failed[0]["reason"].lower()
+    assert len(_customer_mails(harness)) == 4 and _status(harness)["10002-202610"] == "NeedToSend"
+    harness.sandbox.clear_faults()
+
+    retry = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
+
+    assert retry.exit_code == 0, retry.logs
+    assert [m["to"] for m in _customer_mails(harness)].count(["ap@acmecpa.example"]) == 1
+
+
+def test_graph_429_with_retry_after_still_delivers_each_mail_once(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10").exit_code == 0
+    harness.sandbox.fail_next("graph", 3, status=429, match=r"POST .*/sendMail")
+
+    run = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
+
+    assert run.exit_code == 0, run.logs
+    recipients = sorted(m["to"][0] for m in _customer_mails(harness))
+    assert len(recipients) == 5 and len(set(recipients)) == 5
+    assert harness.state()["requests"]["graph"]["by_status"].get("429") == 3
+
+
+def test_crash_after_the_qbo_send_then_rerun_sends_nothing_twice(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10").exit_code == 0
+    crashed = harness.spawn("--send-invoices", crash_after=1, match=r"POST .*/invoice/\d+/send")
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137
+    assert len(_customer_mails(harness)) == 1
+    harness.expire_ledger_leases()
+
+    rerun = harness.run("--send-invoices")
+
+    assert rerun.exit_code == 0, rerun.logs
+    recipients = [m["to"][0] for m in _customer_mails(harness)]
+    assert len(recipients) == 5 and len(set(recipients)) == 5
+
+
+def test_crash_between_claim_and_send_in_qbo_mode_is_checked_in_qbo_then_sent_once(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10004").exit_code == 0
+    # Die right after the ledger claim was written (the first UpdateItem/PutItem of the send run).
+    crashed = harness.spawn("--send-invoices", crash_after=1, match=r"POST http://127\.0\.0\.1:\d+/$")
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137
+    harness.expire_ledger_leases()
+
+    rerun = harness.run("--send-invoices")
+
+    assert rerun.exit_code == 0, rerun.logs
+    assert [m["to"] for m in _customer_mails(harness)] == [["invoices@cedartax.example"]]
+
+
+def test_crash_after_a_graph_mail_is_reported_for_a_person_not_resent(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10003").exit_code == 0
+    crashed = harness.spawn(
+        "--send-invoices", crash_after=1, match=r"POST .*/sendMail", INVOICE_DELIVERY="graph"
+    )
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137 and len(_customer_mails(harness)) == 1
+    harness.expire_ledger_leases()
+
+    rerun = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
+
+    assert rerun.exit_code == 1
+    (row,) = rerun.rows(invoice="10003-202610")
+    assert row["outcome"] == "needs_review" and "Sent Items" in row["reason"]
+    assert len(_customer_mails(harness)) == 1  # not resent blindly
+    (summary,) = _summaries(harness)
+    assert "NEED ATTENTION" in summary["subject"]
+
+
+def test_dry_run_lists_and_sends_nothing(harness: Harness) -> None:
+    assert harness.run("--create-invoices", "--period", "2026-10").exit_code == 0
+    before = harness.state()
+
+    run = harness.run("--send-invoices", "--dry-run")
+
+    assert run.exit_code == 0, run.logs
+    after = harness.state()
+    assert after["mails"] == before["mails"] and after["invoices"] == before["invoices"]
+    assert after["ledger"] == before["ledger"]
+    assert "10002-202610" in run.stdout and "would_send" in run.stdout
