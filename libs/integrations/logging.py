@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging as std_logging
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -80,8 +81,18 @@ _PRETTY = (
 )
 
 
+def _spelled_out(value: str, message: str) -> bool:
+    """Whether ``value`` stands in ``message`` as a whole token (not inside another word or number)."""
+    return re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", message) is not None
+
+
 def _pretty_format(record: dict) -> str:
-    extra = {k: v for k, v in record["extra"].items() if not k.startswith("_")}
+    # Fields already spelled out in the message are not repeated; context (client=...) is shown.
+    extra = {
+        k: v
+        for k, v in record["extra"].items()
+        if not k.startswith("_") and k != "extra_text" and not _spelled_out(str(v), record["message"])
+    }
     record["extra"]["extra_text"] = (" " + " ".join(f"{k}={v}" for k, v in extra.items())) if extra else ""
     return _PRETTY
 

@@ -72,14 +72,14 @@ def test_json_mode_writes_one_json_object_per_line() -> None:
     assert second["record"]["message"] == "multi\nline message"
 
 
-def test_pretty_mode_writes_readable_lines_with_extra_fields(capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretty_mode_writes_readable_lines_with_context_fields_not_already_in_the_message(capsys: pytest.CaptureFixture[str]) -> None:
     out = io.StringIO()
     setup_logging("pretty", "DEBUG", stream=out)
     logger.info("created invoice {number}", number="10002-202610", client="10002")
     logger.debug("no extras")
 
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("INFO    created invoice 10002-202610 number=10002-202610 client=10002")
+    assert lines[0].endswith("INFO    created invoice 10002-202610 client=10002")
     assert lines[1].endswith("DEBUG   no extras")
     assert "Logging error" not in capsys.readouterr().err  # the format itself must never fail
 
