@@ -9,7 +9,6 @@ customers; this module only wires them to the clients and reports what happened.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +37,7 @@ from integrations import errors
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
 from integrations.config import Settings
 from integrations.models import Attachment, ClientRecord, ProcessRun
+from integrations.qbo import request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 
@@ -57,12 +57,6 @@ class ClientResult:
     doc_number: str = ""
     warnings: list[str] = field(default_factory=list)
     unfinished: list[ProcessRun] = field(default_factory=list)  # runs of the period still running
-
-
-def request_id_for(key: str) -> str:
-    """The QBO requestid of one logical create: derived from the ledger key, so every retry and
-    every re-run after a crash sends the same id (36 chars, QBO allows 50)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:create"))
 
 
 def run(settings: Settings, options: JobOptions) -> JobOutcome:
@@ -259,7 +253,9 @@ class CreateRun:
         entry = self.services.ledger.get(key)
         if entry is not None and entry.status == "created":
             return
-        acquired, _ = self.services.ledger.claim(key, self.run_id, request_id_for(key), CLAIM_LEASE_SECONDS)
+        acquired, _ = self.services.ledger.claim(
+            key, self.run_id, request_id_for(key, "create"), CLAIM_LEASE_SECONDS
+        )
         if acquired:
             self.services.ledger.record(
                 key,
@@ -274,7 +270,7 @@ class CreateRun:
         acquired, entry = ledger.claim(
             key,
             self.run_id,
-            request_id_for(key),
+            request_id_for(key, "create"),
             CLAIM_LEASE_SECONDS,
             {"client_id": client.client_id, "period": self.period.label, "total": str(draft.total)},
         )
@@ -287,7 +283,7 @@ class CreateRun:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
-        request_id = entry.request_id if entry and entry.request_id else request_id_for(key)
+        request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
         body = draft_to_qbo(draft)
         if not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
@@ -336,30 +332,15 @@ class CreateRun:
     def _archive(self, result: ClientResult) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
         assert result.draft is not None
-        path = "/".join(
-            [
-                self.settings.sharepoint_folder,
-                self.period.label,
-                safe_path_segment(result.customer_name),
-                f"usage-{result.client_id}-{self.period.label}.csv",
-            ]
-        )
+        parts = [self.period.label, safe_path_segment(result.customer_name)]
+        parts.append(f"usage-{result.client_id}-{self.period.label}.csv")
         try:
-            graph = self.services.graph
-            site = self._site_id()
-            graph.upload_file(site, path, trace_csv(result.draft).encode("utf-8-sig"), conflict="replace")
+            self.services.archive(parts, trace_csv(result.draft).encode("utf-8-sig"))
             return True
         except errors.ServiceError as exc:
             result.warnings.append(f"usage CSV not archived to SharePoint: {exc}")
             logger.warning("usage CSV not archived: {error}", error=str(exc))
             return False
-
-    def _site_id(self) -> str:
-        if not hasattr(self, "_site"):
-            self._site = self.services.graph.resolve_site(
-                self.settings.ms_graph_hostname, self.settings.sharepoint_site_path
-            )
-        return self._site
 
     # -- reporting -------------------------------------------------------------------------
     def _finish(self, results: list[ClientResult], attribution: Attribution | None) -> JobOutcome:
@@ -376,28 +357,11 @@ class CreateRun:
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         else:
-            mail_failed = self._mail(report, results)
-            failed = failed or mail_failed
+            csv = Attachment(f"invoices-{self.period.label}.csv", "text/csv", report.csv.encode("utf-8-sig"))
+            mailed = self.services.mail_bookkeeper(report.subject, report.html, report.text, [csv])
+            failed = failed or not mailed
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
             summary=report.as_dict(),
             table=report.table,
         )
-
-    def _mail(self, report: summary.Report, results: Iterable[ClientResult]) -> bool:
-        attachments = [
-            Attachment(f"invoices-{self.period.label}.csv", "text/csv", report.csv.encode("utf-8"))
-        ]
-        try:
-            self.services.graph.send_mail(
-                self.settings.sender_email,
-                [self.settings.bookkeeper_email],
-                report.subject,
-                report.html,
-                text=report.text,
-                attachments=attachments,
-            )
-            return False
-        except errors.ServiceError as exc:
-            logger.error("summary mail not sent: {error}", error=str(exc))
-            return True

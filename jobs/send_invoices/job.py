@@ -22,6 +22,7 @@ from integrations import errors
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.config import Settings
 from integrations.models import Attachment
+from integrations.qbo import request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 from send_invoices import summary
@@ -41,10 +42,6 @@ class Delivery:
     reason: str = ""
     to: str = ""
     warning: str = ""
-
-
-def request_id_for(key: str, purpose: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}"))
 
 
 def client_number(display_name: str) -> str:
@@ -69,7 +66,7 @@ class SendRun:
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         elif report.worth_mailing:
-            failed = self._mail(report) or failed
+            failed = not self.services.mail_bookkeeper(report.subject, report.html, report.text) or failed
         else:
             logger.info("nothing to send")
         return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, report.as_dict(), report.table)
@@ -234,37 +231,18 @@ class SendRun:
         period = (
             match.group(2) if match else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
         )
-        path = "/".join(
-            [
-                self.settings.sharepoint_folder,
-                period,
-                safe_path_segment(result.customer),
-                f"Invoice-{safe_path_segment(result.doc_number)}.pdf",
-            ]
-        )
+        parts = [
+            period,
+            safe_path_segment(result.customer),
+            f"Invoice-{safe_path_segment(result.doc_number)}.pdf",
+        ]
         try:
             content = pdf if pdf is not None else self.services.qbo.invoice_pdf(result.invoice_id)
-            graph = self.services.graph
-            site = graph.resolve_site(self.settings.ms_graph_hostname, self.settings.sharepoint_site_path)
-            graph.upload_file(site, path, content, conflict="replace")
+            self.services.archive(parts, content)
             return ""
         except errors.ServiceError as exc:
             logger.warning("PDF not archived: {error}", error=str(exc))
             return f"PDF not archived to SharePoint: {exc}"
-
-    def _mail(self, report: summary.Report) -> bool:
-        try:
-            self.services.graph.send_mail(
-                self.settings.sender_email,
-                [self.settings.bookkeeper_email],
-                report.subject,
-                report.html,
-                text=report.text,
-            )
-            return False
-        except errors.ServiceError as exc:
-            logger.error("summary mail not sent: {error}", error=str(exc))
-            return True
 
 
 def _customer(invoice: dict) -> str:

@@ -548,6 +548,12 @@ def _path_id(value: str) -> str:
     return quote(text, safe="")
 
 
+def request_id_for(key: str, purpose: str) -> str:
+    """The requestid of one logical write, derived from its ledger key and purpose: every retry and
+    every re-run after a crash sends the same id, so QBO answers with the original result."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}"))
+
+
 def retry_request_id(request_id: str) -> str:
     """A new, deterministic requestid for a deliberate second attempt (QBO would replay the first)."""
     derived = f"{request_id}-r"

@@ -6,14 +6,18 @@ code 2 before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+
+from loguru import logger
 
 from integrations import errors
 from integrations.aws import AwsClients, ClientRegistry, Ledger, SecretStore, aws_clients
 from integrations.cli import StartupError
 from integrations.clickup import ClickUpClient, build_clickup
 from integrations.config import Settings
+from integrations.models import Attachment
 from integrations.msgraph import GraphClient, build_graph
 from integrations.qbo import QboClient, build_qbo
 from integrations.robocorp import RobocorpClient, build_robocorp
@@ -55,6 +59,34 @@ class Services:
     @cached_property
     def robocorp(self) -> RobocorpClient:
         return build_robocorp(self.settings, self._secret(self.settings.robocorp_secret_name))
+
+    @cached_property
+    def sharepoint_site(self) -> str:
+        """The archive site's id, resolved once per run."""
+        return self.graph.resolve_site(self.settings.ms_graph_hostname, self.settings.sharepoint_site_path)
+
+    def archive(self, parts: Sequence[str], content: bytes) -> None:
+        """Store a file under SHAREPOINT_FOLDER/<parts...> (replacing an older copy: re-runs are safe)."""
+        path = "/".join([self.settings.sharepoint_folder, *parts])
+        self.graph.upload_file(self.sharepoint_site, path, content, conflict="replace")
+
+    def mail_bookkeeper(
+        self, subject: str, html: str, text: str, attachments: Sequence[Attachment] = ()
+    ) -> bool:
+        """Send a run's summary to BOOKKEEPER_EMAIL; False (and an error in the log) if it could not go."""
+        try:
+            self.graph.send_mail(
+                self.settings.sender_email,
+                [self.settings.bookkeeper_email],
+                subject,
+                html,
+                text=text,
+                attachments=attachments,
+            )
+            return True
+        except errors.ServiceError as exc:
+            logger.error("summary mail not sent: {error}", error=str(exc))
+            return False
 
 
 def connect(settings: Settings) -> Services:
