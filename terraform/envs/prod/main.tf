@@ -1,0 +1,185 @@
+# The whole AWS footprint of the QBO invoice processor (DESIGN §5): one image, one task
+# definition, two schedules, alarms, and the ledger table. The four secrets and the client
+# registry table already exist and are only referenced.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+
+locals {
+  name = "qbo-invoice-processor"
+
+  # Names are fixed up front and the ARNs the IAM policies need are derived from them, so the
+  # module graph stays acyclic (iam does not wait on ecs or the schedules, which need its roles).
+  arn_prefix   = "arn:${data.aws_partition.current.partition}"
+  account_id   = data.aws_caller_identity.current.account_id
+  cluster_name = "${local.name}-cluster"
+  cluster_arn  = "${local.arn_prefix}:ecs:${var.region}:${local.account_id}:cluster/${local.cluster_name}"
+  dead_letter_queue_arns = [
+    for job in ["create-invoices", "send-invoices"] :
+    "${local.arn_prefix}:sqs:${var.region}:${local.account_id}:${local.name}-${job}-dlq"
+  ]
+
+  secret_names = {
+    qbo      = var.qbo_secret_name
+    msgraph  = var.msgraph_secret_name
+    clickup  = var.clickup_secret_name
+    robocorp = var.robocorp_secret_name
+  }
+
+  image = "${coalesce(var.image_repository_url, module.ecr.repository_url)}@${var.image_digest}"
+
+  # DESIGN §3: the names the jobs read. No secret values: the jobs read those by name.
+  environment = {
+    AWS_REGION                      = var.region
+    QBO_SECRET_NAME                 = var.qbo_secret_name
+    MSGRAPH_SECRET_NAME             = var.msgraph_secret_name
+    CLICKUP_SECRET_NAME             = var.clickup_secret_name
+    ROBOCORP_API_SECRET_NAME        = var.robocorp_secret_name
+    DYNAMODB_TABLE_ROBOCORP_CLIENTS = var.registry_table_name
+    LEDGER_TABLE                    = module.ledger.table_name
+    BOOKKEEPER_EMAIL                = var.bookkeeper_email
+    SENDER_EMAIL                    = var.sender_email
+    EXCLUDED_CUSTOMERS              = join(",", var.excluded_customers)
+    MS_GRAPH_HOSTNAME               = var.ms_graph_hostname
+    SHAREPOINT_SITE_PATH            = var.sharepoint_site_path
+    SHAREPOINT_FOLDER               = var.sharepoint_folder
+    INVOICE_DELIVERY                = var.invoice_delivery
+    LOG_FORMAT                      = "json"
+    METRICS_NAMESPACE               = var.metrics_namespace
+  }
+}
+
+# Referenced, never created: the secrets hold live credentials put there by a person. Looking
+# them up by name gives their exact ARNs (with the random suffix) for the task role's policy.
+data "aws_secretsmanager_secret" "this" {
+  for_each = local.secret_names
+  name     = each.value
+}
+
+# The client registry already exists (it predates this project); read, never managed here.
+data "aws_dynamodb_table" "registry" {
+  name = var.registry_table_name
+}
+
+module "ecr" {
+  source = "../../modules/ecr"
+
+  name                       = local.name
+  tagged_images_to_keep      = var.ecr_tagged_images_to_keep
+  untagged_image_expiry_days = var.ecr_untagged_image_expiry_days
+  force_delete               = var.ecr_force_delete
+}
+
+module "ledger" {
+  source = "../../modules/ledger"
+
+  name                = "${local.name}-ledger"
+  deletion_protection = var.ledger_deletion_protection
+}
+
+module "iam" {
+  source = "../../modules/iam"
+
+  task_family            = local.name
+  cluster_arn            = local.cluster_arn
+  readable_secret_arns   = [for key in sort(keys(local.secret_names)) : data.aws_secretsmanager_secret.this[key].arn]
+  writable_secret_arn    = data.aws_secretsmanager_secret.this["qbo"].arn
+  secret_kms_key_arns    = var.secret_kms_key_arns
+  registry_table_arn     = data.aws_dynamodb_table.registry.arn
+  ledger_table_arn       = module.ledger.table_arn
+  metrics_namespace      = var.metrics_namespace
+  dead_letter_queue_arns = local.dead_letter_queue_arns
+}
+
+module "ecs" {
+  source = "../../modules/ecs"
+
+  cluster_name       = local.cluster_name
+  container_insights = var.container_insights
+  family             = local.name
+  container_name     = "invoice-processor"
+  image              = local.image
+  cpu                = var.task_cpu
+  memory             = var.task_memory
+  cpu_architecture   = var.cpu_architecture
+  execution_role_arn = module.iam.execution_role_arn
+  task_role_arn      = module.iam.task_role_arn
+  environment        = local.environment
+  log_group_name     = "/ecs/${local.name}"
+  log_retention_days = var.log_retention_days
+}
+
+module "create_invoices" {
+  source = "../../modules/scheduled_job"
+
+  name_prefix                  = local.name
+  job_name                     = "create-invoices"
+  description                  = "Monthly: create one QBO invoice per client for the previous month."
+  schedule_expression          = var.create_invoices_schedule
+  timezone                     = var.schedule_timezone
+  enabled                      = var.schedules_enabled
+  cluster_arn                  = module.ecs.cluster_arn
+  task_definition_arn          = module.ecs.task_definition_arn
+  container_name               = module.ecs.container_name
+  command                      = ["--create-invoices"]
+  subnet_ids                   = var.subnet_ids
+  security_group_ids           = var.security_group_ids
+  assign_public_ip             = var.assign_public_ip
+  scheduler_role_arn           = module.iam.scheduler_role_arn
+  maximum_event_age_in_seconds = var.create_invoices_retry_window_seconds
+  maximum_retry_attempts       = var.schedule_retry_attempts
+}
+
+module "send_invoices" {
+  source = "../../modules/scheduled_job"
+
+  name_prefix                  = local.name
+  job_name                     = "send-invoices"
+  description                  = "Daily: deliver QBO invoices waiting to be sent."
+  schedule_expression          = var.send_invoices_schedule
+  timezone                     = var.schedule_timezone
+  enabled                      = var.schedules_enabled
+  cluster_arn                  = module.ecs.cluster_arn
+  task_definition_arn          = module.ecs.task_definition_arn
+  container_name               = module.ecs.container_name
+  command                      = ["--send-invoices"]
+  subnet_ids                   = var.subnet_ids
+  security_group_ids           = var.security_group_ids
+  assign_public_ip             = var.assign_public_ip
+  scheduler_role_arn           = module.iam.scheduler_role_arn
+  maximum_event_age_in_seconds = var.send_invoices_retry_window_seconds
+  maximum_retry_attempts       = var.schedule_retry_attempts
+}
+
+module "alarms" {
+  source = "../../modules/alarms"
+
+  name_prefix        = local.name
+  topic_name         = "${local.name}-alerts"
+  alert_emails       = var.alert_emails
+  cluster_arn        = module.ecs.cluster_arn
+  log_group_name     = module.ecs.log_group_name
+  metrics_namespace  = var.metrics_namespace
+  timezone           = var.schedule_timezone
+  scheduler_role_arn = module.iam.scheduler_role_arn
+
+  dead_letter_queues = {
+    "create-invoices" = module.create_invoices.dead_letter_queue_name
+    "send-invoices"   = module.send_invoices.dead_letter_queue_name
+  }
+
+  run_checks = {
+    # Daily job: alarm once no run completed for this many hours (a day plus slack; DST days
+    # are 23 or 25 hours long).
+    "send-invoices" = {
+      max_hours_without_run = var.send_invoices_max_hours_without_run
+    }
+    # Monthly job: a 32-day window is beyond CloudWatch's 7-day limit, so a deadline check
+    # looks back from a fixed time after the scheduled run (see README).
+    "create-invoices" = {
+      max_hours_without_run       = var.create_invoices_lookback_hours
+      check_schedule_expression   = var.create_invoices_deadline_schedule
+      check_dead_letter_queue_arn = module.create_invoices.dead_letter_queue_arn
+    }
+  }
+}
