@@ -33,7 +33,7 @@ from tests.unit.test_qbo_tokens import (
     qbo_secret,
 )
 
-SAMPLES = Path("/work/shared/reference/qbo-samples")
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo-samples"
 BASE = "https://qbo.test"
 API = f"{BASE}/v3/company/{REALM}"
 STATIC_TOKEN = "access-token-static-1234"
