@@ -72,7 +72,9 @@ def test_json_mode_writes_one_json_object_per_line() -> None:
     assert second["record"]["message"] == "multi\nline message"
 
 
-def test_pretty_mode_writes_readable_lines_with_context_fields_not_already_in_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretty_mode_writes_readable_lines_with_context_fields_not_already_in_the_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = io.StringIO()
     setup_logging("pretty", "DEBUG", stream=out)
     logger.info("created invoice {number}", number="10002-202610", client="10002")
