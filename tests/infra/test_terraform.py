@@ -82,8 +82,7 @@ def container(stack: AppliedStack) -> dict[str, Any]:
 
 
 def schedule_target(stack: AppliedStack, job: str) -> dict[str, Any]:
-    module = job.replace("-", "_")
-    return one(stack, f"module.{module}.aws_scheduler_schedule.this")["target"][0]
+    return one(stack, f'module.schedule["{job}"].aws_scheduler_schedule.this')["target"][0]
 
 
 def ecs_event(
@@ -306,7 +305,7 @@ def test_apply_creates_the_whole_footprint(applied_stack: AppliedStack) -> None:
 def test_schedules_fire_at_the_seed_times_in_los_angeles(
     applied_stack: AppliedStack, job: str, expression: str
 ) -> None:
-    schedule = one(applied_stack, f"module.{job.replace('-', '_')}.aws_scheduler_schedule.this")
+    schedule = one(applied_stack, f'module.schedule["{job}"].aws_scheduler_schedule.this')
     assert schedule["name"] == f"qbo-invoice-processor-{job}"
     assert schedule["schedule_expression"] == expression
     assert schedule["schedule_expression_timezone"] == "America/Los_Angeles"
@@ -361,7 +360,7 @@ def test_failed_invocations_are_retried_then_dead_lettered(applied_stack: Applie
     retry = target["retry_policy"][0]
     assert 0 < retry["maximum_retry_attempts"] <= 185
     assert 60 <= retry["maximum_event_age_in_seconds"] <= 86400
-    queue = one(applied_stack, f"module.{job.replace('-', '_')}.aws_sqs_queue.dead_letter")
+    queue = one(applied_stack, f'module.schedule["{job}"].aws_sqs_queue.dead_letter')
     assert target["dead_letter_config"] == [{"arn": queue["arn"]}]
     assert queue["sqs_managed_sse_enabled"] is True
     assert queue["message_retention_seconds"] == 14 * 24 * 3600
@@ -548,7 +547,7 @@ def test_topic_policy_lets_only_our_rule_and_our_alarms_publish(applied_stack: A
 def test_dead_letter_queue_alarm_notifies(applied_stack: AppliedStack, job: str) -> None:
     alarm = one(applied_stack, f'module.alarms.aws_cloudwatch_metric_alarm.dead_letter["{job}"]')
     topic = one(applied_stack, "module.alarms.aws_sns_topic.alerts")["arn"]
-    queue = one(applied_stack, f"module.{job.replace('-', '_')}.aws_sqs_queue.dead_letter")
+    queue = one(applied_stack, f'module.schedule["{job}"].aws_sqs_queue.dead_letter')
     assert (alarm["namespace"], alarm["metric_name"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
     assert alarm["dimensions"] == {"QueueName": queue["name"]}
     assert (alarm["comparison_operator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
@@ -620,7 +619,7 @@ def test_monthly_job_is_checked_at_a_deadline_because_cloudwatch_cannot_look_bac
         ],
     }
     assert target["dead_letter_config"] == [
-        {"arn": one(applied_stack, "module.create_invoices.aws_sqs_queue.dead_letter")["arn"]}
+        {"arn": one(applied_stack, 'module.schedule["create-invoices"].aws_sqs_queue.dead_letter')["arn"]}
     ]
 
 

@@ -14,8 +14,23 @@ locals {
   account_id   = data.aws_caller_identity.current.account_id
   cluster_name = "${local.name}-cluster"
   cluster_arn  = "${local.arn_prefix}:ecs:${var.region}:${local.account_id}:cluster/${local.cluster_name}"
+  # The two scheduled jobs: same image and task definition, different command and schedule.
+  jobs = {
+    "create-invoices" = {
+      description  = "Monthly: create one QBO invoice per client for the previous month."
+      schedule     = var.create_invoices_schedule
+      command      = ["--create-invoices"]
+      retry_window = var.create_invoices_retry_window_seconds
+    }
+    "send-invoices" = {
+      description  = "Daily: deliver QBO invoices waiting to be sent."
+      schedule     = var.send_invoices_schedule
+      command      = ["--send-invoices"]
+      retry_window = var.send_invoices_retry_window_seconds
+    }
+  }
   dead_letter_queue_arns = [
-    for job in ["create-invoices", "send-invoices"] :
+    for job in keys(local.jobs) :
     "${local.arn_prefix}:sqs:${var.region}:${local.account_id}:${local.name}-${job}-dlq"
   ]
 
@@ -109,45 +124,25 @@ module "ecs" {
   log_retention_days = var.log_retention_days
 }
 
-module "create_invoices" {
-  source = "../../modules/scheduled_job"
+module "schedule" {
+  source   = "../../modules/scheduled_job"
+  for_each = local.jobs
 
   name_prefix                  = local.name
-  job_name                     = "create-invoices"
-  description                  = "Monthly: create one QBO invoice per client for the previous month."
-  schedule_expression          = var.create_invoices_schedule
+  job_name                     = each.key
+  description                  = each.value.description
+  schedule_expression          = each.value.schedule
   timezone                     = var.schedule_timezone
   enabled                      = var.schedules_enabled
   cluster_arn                  = module.ecs.cluster_arn
   task_definition_arn          = module.ecs.task_definition_arn
   container_name               = module.ecs.container_name
-  command                      = ["--create-invoices"]
+  command                      = each.value.command
   subnet_ids                   = var.subnet_ids
   security_group_ids           = var.security_group_ids
   assign_public_ip             = var.assign_public_ip
   scheduler_role_arn           = module.iam.scheduler_role_arn
-  maximum_event_age_in_seconds = var.create_invoices_retry_window_seconds
-  maximum_retry_attempts       = var.schedule_retry_attempts
-}
-
-module "send_invoices" {
-  source = "../../modules/scheduled_job"
-
-  name_prefix                  = local.name
-  job_name                     = "send-invoices"
-  description                  = "Daily: deliver QBO invoices waiting to be sent."
-  schedule_expression          = var.send_invoices_schedule
-  timezone                     = var.schedule_timezone
-  enabled                      = var.schedules_enabled
-  cluster_arn                  = module.ecs.cluster_arn
-  task_definition_arn          = module.ecs.task_definition_arn
-  container_name               = module.ecs.container_name
-  command                      = ["--send-invoices"]
-  subnet_ids                   = var.subnet_ids
-  security_group_ids           = var.security_group_ids
-  assign_public_ip             = var.assign_public_ip
-  scheduler_role_arn           = module.iam.scheduler_role_arn
-  maximum_event_age_in_seconds = var.send_invoices_retry_window_seconds
+  maximum_event_age_in_seconds = each.value.retry_window
   maximum_retry_attempts       = var.schedule_retry_attempts
 }
 
@@ -164,8 +159,7 @@ module "alarms" {
   scheduler_role_arn = module.iam.scheduler_role_arn
 
   dead_letter_queues = {
-    "create-invoices" = module.create_invoices.dead_letter_queue_name
-    "send-invoices"   = module.send_invoices.dead_letter_queue_name
+    for job, schedule in module.schedule : job => schedule.dead_letter_queue_name
   }
 
   run_checks = {
@@ -179,7 +173,7 @@ module "alarms" {
     "create-invoices" = {
       max_hours_without_run       = var.create_invoices_lookback_hours
       check_schedule_expression   = var.create_invoices_deadline_schedule
-      check_dead_letter_queue_arn = module.create_invoices.dead_letter_queue_arn
+      check_dead_letter_queue_arn = module.schedule["create-invoices"].dead_letter_queue_arn
     }
   }
 }

@@ -21,16 +21,14 @@ output "image" {
 output "schedule_arns" {
   description = "EventBridge Scheduler schedules, job => ARN."
   value = {
-    "create-invoices" = module.create_invoices.schedule_arn
-    "send-invoices"   = module.send_invoices.schedule_arn
+    for job, schedule in module.schedule : job => schedule.schedule_arn
   }
 }
 
 output "dead_letter_queue_urls" {
   description = "Dead-letter queues of the schedules, job => URL."
   value = {
-    "create-invoices" = module.create_invoices.dead_letter_queue_url
-    "send-invoices"   = module.send_invoices.dead_letter_queue_url
+    for job, schedule in module.schedule : job => schedule.dead_letter_queue_url
   }
 }
 
