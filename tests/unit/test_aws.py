@@ -31,21 +31,10 @@ from integrations.aws import (
 )
 from integrations.config import load_settings
 from integrations.logging import mask
+from tests.settings import VALID_ENV
 
 REGION = "us-west-2"
-ENV = {
-    "AWS_REGION": REGION,
-    "QBO_SECRET_NAME": "QBO/10000",
-    "MSGRAPH_SECRET_NAME": "MsGraph/10000",
-    "CLICKUP_SECRET_NAME": "ClickUp/10000",
-    "ROBOCORP_API_SECRET_NAME": "RoboCorp/10000/ClientAPIKeys",
-    "DYNAMODB_TABLE_ROBOCORP_CLIENTS": "Robocorp_Client_Org_Workspace_IDs",
-    "LEDGER_TABLE": "qbo-invoice-processor-ledger",
-    "BOOKKEEPER_EMAIL": "books@example.com",
-    "SENDER_EMAIL": "billing@example.com",
-    "MS_GRAPH_HOSTNAME": "contoso.sharepoint.com",
-    "SHAREPOINT_SITE_PATH": "/sites/Finance",
-}
+ENV = {**VALID_ENV, "AWS_REGION": REGION}
 T0 = datetime(2026, 11, 4, 17, 0, tzinfo=UTC)
 
 

@@ -16,20 +16,9 @@ from integrations import errors
 from integrations.cli import JobOptions, JobOutcome, StartupError, format_table, parse_args, run
 from integrations.config import Settings
 from integrations.logging import register_secret
+from tests.settings import VALID_ENV
 
-ENV = {
-    "AWS_REGION": "us-west-2",
-    "QBO_SECRET_NAME": "QBO/10000",
-    "MSGRAPH_SECRET_NAME": "MsGraph/10000",
-    "CLICKUP_SECRET_NAME": "ClickUp/10000",
-    "ROBOCORP_API_SECRET_NAME": "RoboCorp/10000/ClientAPIKeys",
-    "DYNAMODB_TABLE_ROBOCORP_CLIENTS": "Robocorp_Client_Org_Workspace_IDs",
-    "LEDGER_TABLE": "qbo-invoice-processor-ledger",
-    "BOOKKEEPER_EMAIL": "books@example.com",
-    "SENDER_EMAIL": "billing@example.com",
-    "MS_GRAPH_HOSTNAME": "contoso.sharepoint.com",
-    "SHAREPOINT_SITE_PATH": "/sites/Finance",
-}
+ENV = VALID_ENV
 SECRET = "sk-live-refresh-token-42"
 
 

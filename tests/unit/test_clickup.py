@@ -15,6 +15,7 @@ from integrations.config import Settings
 from integrations.http import build_session
 from integrations.logging import mask
 from tests.conftest import Scripted
+from tests.settings import make_settings
 
 BASE = "https://clickup.test/api/v2"
 TOKEN = "pk_123456_SECRETTOKENVALUE"
@@ -244,22 +245,7 @@ def test_a_server_that_never_answers_is_a_transport_error(local_http_server):
 
 
 def settings() -> Settings:
-    return Settings(
-        aws_region="us-west-2",
-        qbo_secret_name="QBO/10000",
-        msgraph_secret_name="MsGraph/10000",
-        clickup_secret_name="ClickUp/10000",
-        robocorp_secret_name="RoboCorp/10000/ClientAPIKeys",
-        registry_table="Robocorp_Client_Org_Workspace_IDs",
-        ledger_table="ledger",
-        bookkeeper_email="books@example.com",
-        sender_email="billing@example.com",
-        ms_graph_hostname="contoso.sharepoint.com",
-        sharepoint_site_path="/sites/Finance",
-        clickup_base_url=BASE,
-        http_timeout_seconds=5.0,
-        http_max_retries=2,
-    )
+    return make_settings(clickup_base_url=BASE, http_timeout_seconds=5.0, http_max_retries=2)
 
 
 def test_build_clickup_names_missing_fields_but_never_values():

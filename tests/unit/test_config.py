@@ -8,20 +8,9 @@ import pytest
 
 from integrations.config import DEFAULT_URLS, REQUIRED, Settings, load_settings
 from integrations.errors import ConfigError
+from tests.settings import VALID_ENV
 
-ENV = {
-    "AWS_REGION": "us-west-2",
-    "QBO_SECRET_NAME": "QBO/10000",
-    "MSGRAPH_SECRET_NAME": "MsGraph/10000",
-    "CLICKUP_SECRET_NAME": "ClickUp/10000",
-    "ROBOCORP_API_SECRET_NAME": "RoboCorp/10000/ClientAPIKeys",
-    "DYNAMODB_TABLE_ROBOCORP_CLIENTS": "Robocorp_Client_Org_Workspace_IDs",
-    "LEDGER_TABLE": "qbo-invoice-processor-ledger",
-    "BOOKKEEPER_EMAIL": "books@example.com",
-    "SENDER_EMAIL": "billing@example.com",
-    "MS_GRAPH_HOSTNAME": "contoso.sharepoint.com",
-    "SHAREPOINT_SITE_PATH": "/sites/Finance",
-}
+ENV = VALID_ENV
 
 
 def problems_of(env: dict[str, str]) -> list[str]:

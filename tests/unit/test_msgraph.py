@@ -24,6 +24,7 @@ from integrations.logging import mask
 from integrations.models import Attachment
 from integrations.msgraph import GraphClient, build_graph
 from tests.conftest import Scripted
+from tests.settings import make_settings
 
 GRAPH = "https://graph.test/v1.0"
 AUTHORITY = "https://login.example.test"
@@ -428,21 +429,7 @@ def test_upload_refuses_unknown_conflict_behaviour_and_empty_path_parts(conflict
 
 # -- wiring ------------------------------------------------------------------------------------
 def settings() -> Settings:
-    return Settings(
-        aws_region="us-west-2",
-        qbo_secret_name="QBO/10000",
-        msgraph_secret_name="MsGraph/10000",
-        clickup_secret_name="ClickUp/10000",
-        robocorp_secret_name="RoboCorp/10000/ClientAPIKeys",
-        registry_table="Robocorp_Client_Org_Workspace_IDs",
-        ledger_table="ledger",
-        bookkeeper_email="books@example.com",
-        sender_email=SENDER,
-        ms_graph_hostname="contoso.sharepoint.com",
-        sharepoint_site_path="/sites/Finance",
-        msgraph_base_url=GRAPH,
-        msgraph_authority_url=AUTHORITY,
-    )
+    return make_settings(sender_email=SENDER, msgraph_base_url=GRAPH, msgraph_authority_url=AUTHORITY)
 
 
 def test_build_graph_names_missing_fields_but_never_values():

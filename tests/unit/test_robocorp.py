@@ -15,6 +15,7 @@ from integrations.http import build_session
 from integrations.logging import mask
 from integrations.robocorp import MissingApiKey, RobocorpClient, build_robocorp
 from tests.conftest import Scripted
+from tests.settings import make_settings
 
 BASE = "https://cloud.robocorp.test/api/v1"
 KEY = "wskey-SECRET-abcdef-123456"
@@ -176,20 +177,7 @@ def test_server_errors_on_get_are_retried(local_http_server):
 
 
 def settings() -> Settings:
-    return Settings(
-        aws_region="us-west-2",
-        qbo_secret_name="QBO/10000",
-        msgraph_secret_name="MsGraph/10000",
-        clickup_secret_name="ClickUp/10000",
-        robocorp_secret_name="RoboCorp/10000/ClientAPIKeys",
-        registry_table="Robocorp_Client_Org_Workspace_IDs",
-        ledger_table="ledger",
-        bookkeeper_email="books@example.com",
-        sender_email="billing@example.com",
-        ms_graph_hostname="contoso.sharepoint.com",
-        sharepoint_site_path="/sites/Finance",
-        robocorp_base_url=BASE,
-    )
+    return make_settings(robocorp_base_url=BASE)
 
 
 def test_build_robocorp_names_workspaces_with_bad_keys_but_never_keys():
