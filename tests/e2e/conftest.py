@@ -53,17 +53,10 @@ class Harness:
         summary_path = self.tmp / f"summary-{self._runs}.json"
         env = self.env(SUMMARY_PATH=str(summary_path), **extra_env)
         self.capsys.readouterr()
-        with self.sandbox.environ():
-            saved = {k: os.environ.get(k) for k in extra_env}
-            os.environ.update(extra_env)
-            try:
-                code = cli.run(list(args), env)
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        with self.sandbox.environ(), pytest.MonkeyPatch.context() as patch:
+            for key, value in extra_env.items():
+                patch.setenv(key, value)
+            code = cli.run(list(args), env)
         out = self.capsys.readouterr()
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         return JobRun(code, summary, out.err, out.out)
