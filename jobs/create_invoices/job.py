@@ -95,6 +95,7 @@ class CreateRun:
         ]
         selected = self._select(clients, results)
 
+        self.services.require("qbo", "clickup", "robocorp", *(() if self.options.dry_run else ("graph",)))
         qbo = self.services.qbo
         customers = qbo.customers(include_inactive=True)  # first QBO call: an auth failure exits 2 here
         try:

@@ -185,7 +185,7 @@ def build(
                 "lines": str(len(r.draft.lines)) if r.draft else "",
                 "hours": str(_hours(r)) if r.draft else "",
                 "amount": str(r.draft.total) if r.draft else "",
-                "reason": r.reason,
+                "reason": "; ".join(part for part in (r.reason, *r.warnings) if part),
             }
             for r in results
         ],

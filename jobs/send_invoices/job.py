@@ -59,6 +59,7 @@ class SendRun:
         self.today = datetime.now(UTC).astimezone(LOCAL_TZ).date()
 
     def execute(self) -> JobOutcome:
+        self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))
         waiting = self._waiting()
         results = [self._handle(invoice) for invoice in waiting]
         report = summary.build(results, self.settings.invoice_delivery, dry_run=self.options.dry_run)

@@ -81,6 +81,10 @@ _PRETTY = (
 )
 
 
+# extra_text is the rendering itself; summary is the JSON run summary, shown as a table locally.
+_NOT_SHOWN_PRETTY = frozenset({"extra_text", "summary"})
+
+
 def _spelled_out(value: str, message: str) -> bool:
     """Whether ``value`` stands in ``message`` as a whole token (not inside another word or number)."""
     return re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", message) is not None
@@ -91,7 +95,9 @@ def _pretty_format(record: dict) -> str:
     extra = {
         k: v
         for k, v in record["extra"].items()
-        if not k.startswith("_") and k != "extra_text" and not _spelled_out(str(v), record["message"])
+        if k not in _NOT_SHOWN_PRETTY
+        and not k.startswith("_")
+        and not _spelled_out(str(v), record["message"])
     }
     record["extra"]["extra_text"] = (" " + " ".join(f"{k}={v}" for k, v in extra.items())) if extra else ""
     return _PRETTY

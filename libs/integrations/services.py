@@ -60,6 +60,12 @@ class Services:
     def robocorp(self) -> RobocorpClient:
         return build_robocorp(self.settings, self._secret(self.settings.robocorp_secret_name))
 
+    def require(self, *clients: str) -> None:
+        """Build these clients now, reading their secrets: a missing or broken secret must stop the
+        run (exit 2) before its first write, not halfway through."""
+        for name in clients:
+            getattr(self, name)
+
     @cached_property
     def sharepoint_site(self) -> str:
         """The archive site's id, resolved once per run."""

@@ -194,6 +194,20 @@ def test_rejected_refresh_token_exits_2_before_any_write(harness: Harness) -> No
     assert state["mails"] == []
 
 
+@pytest.mark.parametrize("secret", ["RoboCorp/10000/ClientAPIKeys", "MsGraph/10000"])
+def test_an_unreadable_secret_exits_2_before_any_invoice_is_created(harness: Harness, secret: str) -> None:
+    harness.sandbox.aws_client("secretsmanager").delete_secret(
+        SecretId=secret, ForceDeleteWithoutRecovery=True
+    )
+
+    run = harness.run("--create-invoices", "--period", "2026-10")
+
+    assert run.exit_code == 2
+    assert secret in run.logs and "does not exist" in run.logs
+    assert harness.invoices() == []
+    assert [r for r in harness.state()["ledger"] if r["pk"].startswith("invoice#")] == []
+
+
 def test_crash_after_an_invoice_create_then_rerun_leaves_one_invoice_per_client(harness: Harness) -> None:
     # The process dies right after QBO created the second invoice, before the ledger heard of it.
     crashed = harness.spawn(
