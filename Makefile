@@ -12,7 +12,7 @@ ENV ?= sandbox
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show \
+.PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench \
         image-test build push plan deploy clean
 
 help: ## List the targets
@@ -53,6 +53,9 @@ sandbox-reset: $(STAMP) ## Wipe the sandbox state and seed a scenario (SANDBOX_S
 
 sandbox-show: $(STAMP) ## Print the sandbox state: invoices, mails, SharePoint files, ledger, secret versions
 	$(PY) -m sandbox show
+
+bench: $(STAMP) ## Benchmark both jobs against the sandbox at scale (CLIENTS=200)
+	$(PY) -m sandbox.bench --clients $(or $(CLIENTS),200)
 
 image-test: $(STAMP) ## Build the image without a Docker engine (buildah) and run both jobs in it against the sandbox
 	bash scripts/image-test.sh

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from integrations import errors
-from integrations.http import build_session, call, json_body
+from integrations.http import RateLimiter, build_session, call, json_body
 from tests.conftest import LocalServer, Scripted
 
 
@@ -245,3 +245,31 @@ def test_session_applies_default_timeouts_and_user_agent(local_http_server: Loca
     local_http_server.script("GET", "/ua", Scripted(200, "ok"))
     call(built, "qbo", "ping", "GET", f"{local_http_server.url}/ua")
     assert local_http_server.calls("GET", "/ua")[0].headers["User-Agent"].startswith("qbo-invoice-processor/")
+
+
+def test_rate_limiter_windows_are_longer_than_the_services_so_late_arrivals_stay_inside() -> None:
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(per_second=10, per_minute=500, clock=lambda: now[0], sleep=sleep)
+    for _ in range(11):
+        limiter.acquire()
+
+    assert waits == [pytest.approx(1.2)]  # the 11th waits the second plus the 0.2 s margin
+
+
+def test_a_retried_429_passes_the_rate_limiter_like_the_first_attempt(local_http_server: LocalServer) -> None:
+    local_http_server.script("GET", "/v3/query", Scripted(429, "slow down"), Scripted(200, {"ok": True}))
+    limited = session(per_second=100)
+    assert limited.limiter is not None
+    acquired = []
+    original = limited.limiter.acquire
+    limited.limiter.acquire = lambda: (acquired.append(1), original())[1]  # type: ignore[method-assign]
+
+    call(limited, "qbo", "query", "GET", f"{local_http_server.url}/v3/query")
+
+    assert len(local_http_server.calls("GET", "/v3/query")) == 2
+    assert len(acquired) == 2  # the retry counts against the service's limit too
