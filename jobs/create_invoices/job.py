@@ -34,15 +34,14 @@ from create_invoices.billing import (
 from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
 from integrations import errors
+from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
-from integrations.config import Settings
+from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment, ClientRecord, ProcessRun
 from integrations.qbo import request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 
-LOCAL_TZ = ZoneInfo("America/Los_Angeles")
-CLAIM_LEASE_SECONDS = 30 * 60  # a run that holds a claim longer than this is presumed dead
 WORKERS = 4  # concurrent clients; QBO allows 10 concurrent requests and 10/s per company
 
 
@@ -84,7 +83,7 @@ class CreateRun:
     ):
         self.settings, self.options, self.services = settings, options, services
         self.period, self.run_id, self.now = period, run_id, now
-        self.txn_date: date = now.astimezone(LOCAL_TZ).date()
+        self.txn_date: date = now.astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:

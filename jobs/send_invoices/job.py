@@ -19,16 +19,15 @@ from zoneinfo import ZoneInfo
 from loguru import logger
 
 from integrations import errors
+from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
-from integrations.config import Settings
+from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment
 from integrations.qbo import request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 from send_invoices import summary
 
-LOCAL_TZ = ZoneInfo("America/Los_Angeles")
-CLAIM_LEASE_SECONDS = 30 * 60
 _MARKER = re.compile(r"invoice-processor:(\d+):(\d{4}-\d{2})")
 
 
@@ -56,7 +55,7 @@ def run(settings: Settings, options: JobOptions) -> JobOutcome:
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
-        self.today = datetime.now(UTC).astimezone(LOCAL_TZ).date()
+        self.today = datetime.now(UTC).astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
 
     def execute(self) -> JobOutcome:
         self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))

@@ -50,6 +50,10 @@ BOTO_CONFIG = Config(
 # masking "environment": "sandbox" would hide every mention of the word in every log line.
 IDENTIFIER_FIELDS = frozenset({"environment", "realm_id", "team_id", "tenant_id"})
 
+# A run that holds a ledger claim longer than this is presumed dead, and its claim may be taken
+# over (the stored QBO requestid goes with it, so the takeover cannot duplicate the write).
+CLAIM_LEASE_SECONDS = 30 * 60
+
 LEDGER_STATUSES = frozenset({"created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
 

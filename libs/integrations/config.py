@@ -20,6 +20,9 @@ DEFAULT_URLS = {
     "CLICKUP_BASE_URL": "https://api.clickup.com/api/v2",
     "ROBOCORP_BASE_URL": "https://cloud.robocorp.com/api/v1",
 }
+# The practice's time zone: the schedules run in it, and "today" and "last month" are read in it.
+BUSINESS_TIME_ZONE = "America/Los_Angeles"
+
 # Production and sandbox QBO hosts; chosen by the secret's ``environment`` unless QBO_BASE_URL is set.
 QBO_API_URLS = {
     "production": "https://quickbooks.api.intuit.com",

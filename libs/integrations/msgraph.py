@@ -271,20 +271,11 @@ class GraphClient:
             )
             return
         operation = f"attachment upload session {sender}"
-        session = http.json_body(
-            self._call(
-                "POST",
-                f"{message_url}/attachments/createUploadSession",
-                operation,
-                json={"AttachmentItem": {"attachmentType": "file", "name": attachment.name, "size": size}},
-            ),
-            SERVICE,
+        upload_url = self._open_upload_session(
+            f"{message_url}/attachments/createUploadSession",
+            {"AttachmentItem": {"attachmentType": "file", "name": attachment.name, "size": size}},
             operation,
         )
-        upload_url = session.get("uploadUrl") if isinstance(session, dict) else None
-        if not isinstance(upload_url, str) or not upload_url:
-            raise errors.GarbledResponse(SERVICE, operation, "reply has no uploadUrl")
-        _register_upload_url(upload_url)
         self._upload_chunks(
             upload_url, attachment.content, self.mail_chunk_bytes, f"upload attachment {sender}"
         )
@@ -332,20 +323,11 @@ class GraphClient:
                 headers={"Content-Type": "application/octet-stream"},
             )
             return _drive_item(response, operation)
-        session = http.json_body(
-            self._call(
-                "POST",
-                f"{root}/createUploadSession",
-                operation,
-                json={"item": {"@microsoft.graph.conflictBehavior": conflict}},
-            ),
-            SERVICE,
+        upload_url = self._open_upload_session(
+            f"{root}/createUploadSession",
+            {"item": {"@microsoft.graph.conflictBehavior": conflict}},
             operation,
         )
-        upload_url = session.get("uploadUrl") if isinstance(session, dict) else None
-        if not isinstance(upload_url, str) or not upload_url:
-            raise errors.GarbledResponse(SERVICE, operation, "upload session reply has no uploadUrl")
-        _register_upload_url(upload_url)
         try:
             response = self._upload_chunks(upload_url, content, self.drive_chunk_bytes, operation)
         except errors.ServiceError:
@@ -360,6 +342,17 @@ class GraphClient:
             logger.warning("could not cancel the upload session: {error}", error=str(exc))
 
     # -- upload sessions (Outlook attachments and drive items) --------------------------------
+    def _open_upload_session(self, url: str, body: dict, operation: str) -> str:
+        """Create an upload session (mail attachment or drive item) and return its upload URL.
+
+        The URL carries its own credential, so it is registered with the log mask at once."""
+        session = http.json_body(self._call("POST", url, operation, json=body), SERVICE, operation)
+        upload_url = session.get("uploadUrl") if isinstance(session, dict) else None
+        if not isinstance(upload_url, str) or not upload_url:
+            raise errors.GarbledResponse(SERVICE, operation, "upload session reply has no uploadUrl")
+        _register_upload_url(upload_url)
+        return upload_url
+
     def _upload_chunks(
         self, upload_url: str, content: bytes, chunk_size: int, operation: str
     ) -> requests.Response:
