@@ -686,66 +686,6 @@ class QboStandIn:
         lines.append((f"Balance due: {money(invoice.get('Balance', 0))}", True))
         return pdf.render(f"Invoice {number}", lines)
 
-    # --- batch ----------------------------------------------------------------------------------
-
-    def batch(self, body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
-        items = body.get("BatchItemRequest") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items:
-            raise QboFault(
-                "2020",
-                "Required param missing, need to supply the required value for the API",
-                "BatchItemRequest is missing or empty",
-            )
-        if len(items) > 30:
-            raise QboFault(
-                "1040",
-                "Batch size exceeds allowed limit",
-                f"The maximum number of payloads in a single BatchItemRequest is 30 (got {len(items)})",
-            )
-        ids = [str(item.get("bId", "")) for item in items]
-        if len(set(ids)) != len(ids) or not all(ids):
-            raise QboFault(
-                "2010", "Request has invalid or unsupported property", "Every batch item needs a unique bId"
-            )
-        if request_id and any(len(bid) > 10 for bid in ids):
-            raise QboFault(
-                "2050",
-                "String length is either shorter or longer than supported by specification",
-                "bId is limited to 10 characters when requestid is given",
-            )
-        answers = []
-        for item, bid in zip(items, ids, strict=True):
-            try:
-                answers.append({"bId": bid, **self._batch_item(item)})
-            except QboFault as fault:
-                answers.append({"bId": bid, "Fault": fault.fault()})
-        return {"BatchItemResponse": answers, "time": _time()}
-
-    def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
-        if "Query" in item:
-            return {"QueryResponse": self.query(str(item["Query"]))}
-        entities = [key for key in item if key not in ("bId", "operation", "optionsData")]
-        if entities != ["Invoice"]:
-            raise QboFault(
-                "500",
-                "Unsupported Operation",
-                f"The sandbox batch supports Invoice items and queries (got {entities})",
-            )
-        operation, payload = item.get("operation", "create"), item["Invoice"]
-        handlers = {
-            "create": self.create_invoice,
-            "update": self.update_invoice,
-            "delete": self.delete_invoice,
-            "void": self.void_invoice,
-        }
-        if operation not in handlers:
-            raise QboFault("500", "Unsupported Operation", f"Operation {operation!r} is not supported")
-        if operation == "create" and payload.get("Id"):
-            raise QboFault(
-                "2010", "Request has invalid or unsupported property", "create must not carry an Id"
-            )
-        return {"Invoice": handlers[operation](payload)}
-
     # --- replay ---------------------------------------------------------------------------------
 
     def replayed(self, request_id: str | None) -> tuple[int, str] | None:
@@ -799,14 +739,12 @@ class QboStandIn:
         def write(handler: Any) -> Response:
             """Run a write under requestid replay: a repeated requestid gets the stored answer."""
             request_id = request.args.get("requestid")
-            if request_id is not None and not 0 < len(request_id) <= (
-                36 if request.path.endswith("/batch") else 50
-            ):
+            if request_id is not None and not 0 < len(request_id) <= 50:
                 return fault(
                     QboFault(
                         "2050",
                         "String length is either shorter or longer than supported by specification",
-                        "requestid must be 1-50 characters (36 for batch)",
+                        "requestid must be 1-50 characters",
                     )
                 )
             with self.store.lock:
@@ -944,11 +882,6 @@ class QboStandIn:
             if invoice is None:
                 return fault(_not_found("Invoice", invoice_id))
             return answer(200, self.invoice_pdf(invoice), "application/pdf")
-
-        @app.post(f"{base}/batch")
-        def batch(realm: str) -> Response:
-            request_id = request.args.get("requestid")
-            return write(lambda: self.batch(body_json(), request_id))
 
         @app.errorhandler(404)
         @app.errorhandler(405)

@@ -21,14 +21,12 @@ bill from ``by_client`` afterwards.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from create_invoices.period import Period
-from integrations.models import ClientRecord, TimeEntry
-
-_LEADING_NUMBER = re.compile(r"\s*([0-9]+)(?!\d)")
+from integrations.identifiers import leading_client_number
+from integrations.models import ClientRecord, TimeEntry, first_of_each_id
 
 
 @dataclass(frozen=True)
@@ -56,14 +54,6 @@ def location_claims(clients: Sequence[ClientRecord]) -> dict[str, tuple[str, ...
     return {location: tuple(sorted(owners)) for location, owners in claims.items()}
 
 
-def client_number_of(name: str | None) -> str | None:
-    """The client number a location name starts with ("10002 - Acme" -> "10002"), or None."""
-    if not name:
-        return None
-    match = _LEADING_NUMBER.match(name)
-    return match.group(1) if match else None
-
-
 def attribute_time(
     entries: Iterable[TimeEntry], clients: Sequence[ClientRecord], period: Period
 ) -> Attribution:
@@ -74,14 +64,9 @@ def attribute_time(
     unattributed: list[TimeEntry] = []
     running: list[TimeEntry] = []
     reasons: dict[str, str] = {}
-    seen: set[str] = set()
-    non_billable = duplicates = outside = 0
-
-    for entry in entries:
-        if entry.id in seen:
-            duplicates += 1
-            continue
-        seen.add(entry.id)
+    non_billable = outside = 0
+    unique, duplicates = first_of_each_id(entries)
+    for entry in unique:
         if not period.contains(entry.start):
             outside += 1
             continue
@@ -139,7 +124,7 @@ def _owner_by_location_id(
 
 def _owner_by_name(entry: TimeEntry, known: set[str]) -> str | None:
     for name in (entry.list_name, entry.folder_name, entry.space_name):
-        number = client_number_of(name)
+        number = leading_client_number(name)
         if number is not None and number in known:
             return number
     return None

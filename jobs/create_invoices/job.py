@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -25,7 +24,6 @@ from create_invoices.billing import (
     aggregate_runtime,
     build_draft,
     draft_to_qbo,
-    marker,
     price_book_from_items,
     prices_for,
     split_lines,
@@ -33,39 +31,29 @@ from create_invoices.billing import (
 )
 from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
+from create_invoices.results import ClientResult, Outcome, Reason
 from integrations import errors
 from integrations.aws import CLAIM_LEASE_SECONDS
-from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
-from integrations.config import BUSINESS_TIME_ZONE, Settings
+from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
+from integrations.config import Settings
+from integrations.identifiers import find_marker
 from integrations.models import Attachment, ClientRecord, ProcessRun
-from integrations.qbo import request_id_for
+from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
 from integrations.report import safe_path_segment
-from integrations.services import Services, connect
+from integrations.services import Services
 
 WORKERS = 4  # concurrent clients; QBO allows 10 concurrent requests and 10/s per company
 
 
-@dataclass
-class ClientResult:
-    client_id: str
-    customer_name: str
-    outcome: str  # created | would_create | skipped | failed
-    reason: str = ""
-    draft: InvoiceDraft | None = None
-    invoice_id: str = ""
-    doc_number: str = ""
-    warnings: list[str] = field(default_factory=list)
-    unfinished: list[ProcessRun] = field(default_factory=list)  # runs of the period still running
-
-
-def run(settings: Settings, options: JobOptions) -> JobOutcome:
+def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
     now = datetime.now(UTC)
     period = (
-        Period.parse(options.period) if options.period else Period.previous_to(settings.scheduled_time or now)
+        Period.parse(options.period)
+        if options.period
+        else Period.previous_to(settings.scheduled_time or now, settings.business_time_zone)
     )
     run_id = uuid.uuid4().hex[:12]
     logger.info("billing period {period}", period=period.label, run_id=run_id)
-    services = connect(settings)
     return CreateRun(settings, options, services, period, run_id, now).execute()
 
 
@@ -83,16 +71,19 @@ class CreateRun:
     ):
         self.settings, self.options, self.services = settings, options, services
         self.period, self.run_id, self.now = period, run_id, now
-        self.txn_date: date = now.astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.txn_date: date = now.astimezone(ZoneInfo(settings.business_time_zone)).date()
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:
         clients, invalid = self.services.registry.load()
         results: list[ClientResult] = [
-            ClientResult(item.key, item.key, "failed", f"invalid registry item: {item.reason}")
+            ClientResult.failed(
+                item.key, item.key, Reason.INVALID_REGISTRY_ITEM, f"invalid registry item: {item.reason}"
+            )
             for item in invalid
         ]
-        selected = self._select(clients, results)
+        selected, left_out = self._select(clients, {item.key for item in invalid})
+        results += left_out
 
         self.services.require("qbo", "clickup", "robocorp", *(() if self.options.dry_run else ("graph",)))
         qbo = self.services.qbo
@@ -105,7 +96,7 @@ class CreateRun:
                 self.settings.item_subscription,
             )
         except PricingError as exc:
-            raise StartupError(f"QBO items: {exc}") from None
+            raise errors.StartupError(f"QBO items: {exc}") from None
         custom_numbers = qbo.custom_txn_numbers()
         existing = self._existing_invoices()
 
@@ -119,44 +110,46 @@ class CreateRun:
                     selected,
                 )
             )
-        results += self._skipped_by_selection
         return self._finish(results, attribution)
 
-    def _select(self, clients: list[ClientRecord], results: list[ClientResult]) -> list[ClientRecord]:
-        self._skipped_by_selection: list[ClientResult] = []
+    def _select(
+        self, clients: list[ClientRecord], invalid: set[str]
+    ) -> tuple[list[ClientRecord], list[ClientResult]]:
+        """The clients to bill this run, and a result for each one left out (and why)."""
         wanted = set(self.options.clients)
-        known = {c.client_id for c in clients}
-        for missing in sorted(wanted - known):
-            if not any(r.client_id == missing for r in results):
-                results.append(ClientResult(missing, missing, "failed", "not in the client registry"))
+        left_out = [
+            ClientResult.failed(number, number, Reason.NOT_IN_REGISTRY, "not in the client registry")
+            for number in sorted(wanted - {c.client_id for c in clients} - invalid)
+        ]
         selected = []
         for client in sorted(clients, key=lambda c: c.client_id):
-            name = client.customer_name or client.client_id
             if wanted and client.client_id not in wanted:
                 continue
+            result = ClientResult(client.client_id, client.customer_name or client.client_id, Outcome.SKIPPED)
             if not client.active:
-                self._skipped_by_selection.append(
-                    ClientResult(client.client_id, name, "skipped", "inactive in registry")
-                )
+                left_out.append(result.skip(Reason.INACTIVE, "inactive in registry"))
             elif self.settings.is_excluded(client.client_id, client.customer_name):
-                self._skipped_by_selection.append(ClientResult(client.client_id, name, "skipped", "excluded"))
+                left_out.append(result.skip(Reason.EXCLUDED, "excluded"))
             else:
                 selected.append(client)
-        return selected
+        return selected, left_out
+
+    def _our_invoices(self) -> list[tuple[str, dict]]:
+        """(client id, invoice) of every invoice this system made for the period, by its marker.
+
+        Our invoices are dated on or after the period's first day, so one paged TxnDate query
+        finds them all."""
+        end = self.txn_date + FUTURE_TXN_DATE_WINDOW
+        found = []
+        for invoice in self.services.qbo.invoices_between(self.period.first_day, end):
+            marker = find_marker(invoice.get("PrivateNote"))
+            if marker is not None and marker.period == self.period.label:
+                found.append((marker.client_id, invoice))
+        return found
 
     def _existing_invoices(self) -> dict[str, dict]:
-        """Invoices of this period already in QBO, by marker: one paged query for the whole run.
-
-        Our invoices are dated on or after the period's first day, so a TxnDate range finds them;
-        the marker in PrivateNote (or our DocNumber) identifies them."""
-        found: dict[str, dict] = {}
-        end = self.txn_date + timedelta(days=62)
-        for invoice in self.services.qbo.invoices_between(self.period.first_day, end):
-            note = invoice.get("PrivateNote") or ""
-            for token in note.split():
-                if token.startswith("invoice-processor:") and token.endswith(f":{self.period.label}"):
-                    found[token] = invoice
-        return found
+        """This period's invoices already in QBO, by client id: one query for the whole run."""
+        return dict(self._our_invoices())
 
     def _time_entries(self, clients: list[ClientRecord]) -> tuple[Attribution | None, str]:
         """All billable ClickUp time of the period, for ALL members, attributed to clients."""
@@ -197,7 +190,7 @@ class CreateRun:
         with logger.contextualize(client=client.client_id):
             try:
                 if attribution is None:
-                    return ClientResult(client.client_id, name, "failed", clickup_error)
+                    return ClientResult.failed(client.client_id, name, Reason.ERROR, clickup_error)
                 customer = match_customer(client, customers)
                 name = customer.get("DisplayName") or name
                 runtime = aggregate_runtime(self._runs(client), self.period)
@@ -215,14 +208,13 @@ class CreateRun:
                     dropped=priced.dropped,
                 )
                 result = ClientResult(
-                    client.client_id, name, "skipped", draft=draft, unfinished=runtime.unfinished
+                    client.client_id, name, Outcome.SKIPPED, draft=draft, unfinished=runtime.unfinished
                 )
                 if draft is None:
-                    result.reason = "nothing to bill"
-                    return result
-                already = existing.get(marker(client.client_id, self.period))
+                    return result.skip(Reason.NOTHING_TO_BILL, "nothing to bill")
+                already = existing.get(client.client_id)
                 if already is not None:
-                    result.reason = "already invoiced"
+                    result.skip(Reason.ALREADY_INVOICED, "already invoiced")
                     result.invoice_id, result.doc_number = (
                         str(already["Id"]),
                         str(already.get("DocNumber") or ""),
@@ -231,17 +223,18 @@ class CreateRun:
                         self._record_existing(client, already)
                     return result
                 if self.options.dry_run:
-                    result.outcome, result.reason = "would_create", "dry run"
+                    result.outcome, result.code, result.reason = (
+                        Outcome.WOULD_CREATE,
+                        Reason.DRY_RUN,
+                        "dry run",
+                    )
                     return result
                 return self._create(client, draft, result)
-            except (CustomerProblem, PricingError, ValueError) as exc:
-                logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
-                return ClientResult(client.client_id, name, "failed", str(exc))
             except errors.ReauthorizationRequired:
                 raise
-            except errors.ServiceError as exc:
+            except (CustomerProblem, PricingError, ValueError, errors.ServiceError) as exc:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
-                return ClientResult(client.client_id, name, "failed", str(exc))
+                return ClientResult.failed(client.client_id, name, Reason.ERROR, str(exc))
 
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
@@ -276,9 +269,10 @@ class CreateRun:
         )
         if not acquired:
             status = entry.status if entry else "unknown"
-            result.reason = (
-                "already invoiced" if status == "created" else f"claimed by another run ({status})"
-            )
+            if status == "created":
+                result.skip(Reason.ALREADY_INVOICED, "already invoiced")
+            else:
+                result.skip(Reason.CLAIMED_BY_ANOTHER_RUN, f"claimed by another run ({status})")
             if entry is not None:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
@@ -303,7 +297,7 @@ class CreateRun:
             # re-sends the same requestid, which QBO answers with the original invoice.
             ledger.record(key, self.run_id, "failed", {"reason": str(exc), "outcome": "unknown"})
             raise
-        result.outcome, result.reason = "created", ""
+        result.outcome, result.code, result.reason = Outcome.CREATED, Reason.NONE, ""
         result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
         archived = self._archive(result)
         ledger.record(
@@ -321,13 +315,7 @@ class CreateRun:
         return result
 
     def _find_by_marker(self, client: ClientRecord) -> dict | None:
-        wanted = marker(client.client_id, self.period)
-        for invoice in self.services.qbo.invoices_between(
-            self.period.first_day, self.txn_date + timedelta(days=62)
-        ):
-            if wanted in (invoice.get("PrivateNote") or "").split():
-                return invoice
-        return None
+        return next((inv for number, inv in self._our_invoices() if number == client.client_id), None)
 
     def _archive(self, result: ClientResult) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
@@ -353,7 +341,7 @@ class CreateRun:
             unfinished,
             dry_run=self.options.dry_run,
         )
-        failed = any(r.outcome == "failed" for r in results)
+        failed = any(r.outcome is Outcome.FAILED for r in results)
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         else:

@@ -9,9 +9,7 @@ never resent blindly.
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -21,48 +19,31 @@ from loguru import logger
 from integrations import errors
 from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
-from integrations.config import BUSINESS_TIME_ZONE, Settings
+from integrations.config import Settings
+from integrations.identifiers import find_marker, leading_client_number
 from integrations.models import Attachment
-from integrations.qbo import request_id_for
+from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
 from integrations.report import safe_path_segment
-from integrations.services import Services, connect
+from integrations.services import Services
 from send_invoices import summary
-
-_MARKER = re.compile(r"invoice-processor:(\d+):(\d{4}-\d{2})")
-
-
-@dataclass
-class Delivery:
-    invoice_id: str
-    doc_number: str
-    customer: str
-    amount: Decimal
-    outcome: str  # sent | would_send | skipped | failed | needs_review
-    reason: str = ""
-    to: str = ""
-    warning: str = ""
+from send_invoices.results import Delivery, Outcome, Reason
 
 
-def client_number(display_name: str) -> str:
-    match = re.match(r"\s*(\d{3,10})\b", display_name or "")
-    return match.group(1) if match else ""
-
-
-def run(settings: Settings, options: JobOptions) -> JobOutcome:
-    return SendRun(settings, options, connect(settings), uuid.uuid4().hex[:12]).execute()
+def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
+    return SendRun(settings, options, services, uuid.uuid4().hex[:12]).execute()
 
 
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
-        self.today = datetime.now(UTC).astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.today = datetime.now(UTC).astimezone(ZoneInfo(settings.business_time_zone)).date()
 
     def execute(self) -> JobOutcome:
         self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))
         waiting = self._waiting()
         results = [self._handle(invoice) for invoice in waiting]
         report = summary.build(results, self.settings.invoice_delivery, dry_run=self.options.dry_run)
-        failed = any(r.outcome in ("failed", "needs_review") for r in results)
+        failed = any(r.outcome in (Outcome.FAILED, Outcome.NEEDS_REVIEW) for r in results)
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         elif report.worth_mailing:
@@ -75,11 +56,11 @@ class SendRun:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query
         filter, so recent invoices are queried by TxnDate and filtered here."""
         start = self.today - timedelta(days=self.settings.send_lookback_days)
-        invoices = self.services.qbo.invoices_between(start, self.today + timedelta(days=62))
+        invoices = self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
         waiting = [i for i in invoices if i.get("EmailStatus") == "NeedToSend"]
         if self.options.clients:
             wanted = set(self.options.clients)
-            waiting = [i for i in waiting if client_number(_customer(i)) in wanted]
+            waiting = [i for i in waiting if leading_client_number(_customer(i)) in wanted]
         logger.info("{n} invoice(s) waiting to be sent", n=len(waiting))
         return sorted(waiting, key=lambda i: (str(i.get("DocNumber") or ""), str(i["Id"])))
 
@@ -90,27 +71,25 @@ class SendRun:
             doc_number=str(invoice.get("DocNumber") or invoice["Id"]),
             customer=name,
             amount=Decimal(str(invoice.get("TotalAmt", "0"))).quantize(Decimal("0.01")),
-            outcome="skipped",
+            outcome=Outcome.SKIPPED,
             to=((invoice.get("BillEmail") or {}).get("Address") or ""),
         )
         with logger.contextualize(invoice=result.doc_number):
-            if self.settings.is_excluded(client_number(name), name):
-                result.reason = "excluded customer"
-                return result
+            if self.settings.is_excluded(leading_client_number(name) or "", name):
+                return result.skip(Reason.EXCLUDED, "excluded customer")
             if not result.to:
-                result.reason = "no BillEmail: add the customer's email in QuickBooks"
-                return result
+                return result.skip(
+                    Reason.NO_BILL_EMAIL, "no BillEmail: add the customer's email in QuickBooks"
+                )
             if self.options.dry_run:
-                result.outcome, result.reason = "would_send", "dry run"
-                return result
+                return result.set(Outcome.WOULD_SEND, Reason.DRY_RUN, "dry run")
             try:
                 return self._deliver(invoice, result)
             except errors.ReauthorizationRequired:
                 raise
             except errors.ServiceError as exc:
                 logger.error("invoice {doc} not sent: {error}", doc=result.doc_number, error=str(exc))
-                result.outcome, result.reason = "failed", str(exc)
-                return result
+                return result.set(Outcome.FAILED, Reason.ERROR, str(exc))
 
     def _deliver(self, invoice: dict, result: Delivery) -> Delivery:
         ledger = self.services.ledger
@@ -131,14 +110,14 @@ class SendRun:
             if status == "sent":
                 # Delivered, but QBO was not marked (that update failed last time): finish it now.
                 self._mark_sent(invoice, key)
-                result.reason = "already sent; QuickBooks status updated now"
+                result.skip(Reason.ALREADY_SENT, "already sent; QuickBooks status updated now")
             elif status == "needs_review":
-                result.outcome = "needs_review"
-                result.reason = (
+                reason = (
                     str(entry.attributes.get("reason", "outcome unknown")) if entry else "outcome unknown"
                 )
+                result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
             else:
-                result.reason = f"claimed by another run ({status})"
+                result.skip(Reason.CLAIMED_BY_ANOTHER_RUN, f"claimed by another run ({status})")
             return result
         crashed = entry is not None and entry.previous_status == "claimed"
         if crashed and not self._safe_to_resend(invoice, key, result):
@@ -159,15 +138,14 @@ class SendRun:
                     f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
                 )
                 ledger.record(key, self.run_id, "needs_review", {"reason": reason})
-                result.outcome, result.reason = "needs_review", reason
-                return result
+                return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
             ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
             raise
         except errors.ServiceError as exc:
             ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
             raise
         ledger.record(key, self.run_id, "sent", {"to": result.to})
-        result.outcome = "sent"
+        result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
             try:
                 self._mark_sent(invoice, key)
@@ -187,10 +165,7 @@ class SendRun:
             current = self.services.qbo.get_invoice(result.invoice_id)
             if current.get("EmailStatus") == "EmailSent" or current.get("DeliveryInfo"):
                 self.services.ledger.record(key, self.run_id, "sent", {"recovered": True})
-                result.outcome, result.reason = (
-                    "skipped",
-                    "already sent by an interrupted run (confirmed in QBO)",
-                )
+                result.skip(Reason.ALREADY_SENT, "already sent by an interrupted run (confirmed in QBO)")
                 return False
             return True
         reason = (
@@ -199,7 +174,7 @@ class SendRun:
             "delete the ledger item and the next run will send it"
         )
         self.services.ledger.record(key, self.run_id, "needs_review", {"reason": reason})
-        result.outcome, result.reason = "needs_review", reason
+        result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
         return False
 
     def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None) -> None:
@@ -227,9 +202,9 @@ class SendRun:
         )
 
     def _archive(self, invoice: dict, result: Delivery, pdf: bytes | None) -> str:
-        match = _MARKER.search(invoice.get("PrivateNote") or "")
+        marker = find_marker(invoice.get("PrivateNote"))
         period = (
-            match.group(2) if match else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
+            marker.period if marker else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
         )
         parts = [
             period,

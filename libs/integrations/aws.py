@@ -453,10 +453,7 @@ class Ledger:
             "#attempts = if_not_exists(#attempts, :zero) + :one",
         ]
         if attrs:
-            for index, (name, value) in enumerate(attrs.items()):
-                names[f"#a{index}"] = name
-                values[f":a{index}"] = value
-                sets.append(f"#attrs.#a{index} = :a{index}")
+            sets += _attribute_updates(attrs, names, values)
         else:
             values[":empty"] = {}
             sets.append("#attrs = if_not_exists(#attrs, :empty)")
@@ -505,11 +502,7 @@ class Ledger:
         }
         values: dict[str, Any] = {":status": status, ":run": run_id, ":now": _iso(self._clock())}
         sets = ["#s = :status", "#updated = :now"]
-        for index, (name, value) in enumerate(_to_dynamo(dict(attributes or {})).items()):
-            names["#attrs"] = "attributes"
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = value
-            sets.append(f"#attrs.#a{index} = :a{index}")
+        sets += _attribute_updates(_to_dynamo(dict(attributes or {})), names, values)
         try:
             self._table.update_item(
                 Key={"pk": key},
@@ -644,21 +637,28 @@ def _to_dynamo(value: Any) -> Any:
     return str(value)
 
 
+def _attribute_updates(attrs: Mapping[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
+    """SET actions that merge ``attrs`` into the row's ``attributes`` map, one key at a time (so
+    keys written by earlier runs stay); adds the placeholders they use to ``names``/``values``."""
+    actions = []
+    for index, (name, value) in enumerate(attrs.items()):
+        names["#attrs"] = "attributes"
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = value
+        actions.append(f"#attrs.#a{index} = :a{index}")
+    return actions
+
+
 # --------------------------------------------------------------------------- metric
 
 
-def publish_run_metric(settings: Settings, job_name: str, failed: bool, *, cloudwatch: Any = None) -> None:
+def publish_run_metric(cloudwatch: Any, namespace: str, job_name: str, failed: bool) -> None:
     """Publish RunCompleted=1 and RunFailed=0/1 for ``job_name``; the missed-run alarm needs them."""
-    if not settings.metrics_namespace:
-        return
-    client = cloudwatch or boto3.session.Session(region_name=settings.aws_region).client(
-        "cloudwatch", config=BOTO_CONFIG
-    )
     dimensions = [{"Name": "Job", "Value": job_name}]
     now = utcnow()
     try:
-        client.put_metric_data(
-            Namespace=settings.metrics_namespace,
+        cloudwatch.put_metric_data(
+            Namespace=namespace,
             MetricData=[
                 {
                     "MetricName": "RunCompleted",
@@ -677,7 +677,7 @@ def publish_run_metric(settings: Settings, job_name: str, failed: bool, *, cloud
             ],
         )
     except (ClientError, BotoCoreError) as exc:
-        raise aws_error("cloudwatch", f"PutMetricData {settings.metrics_namespace}", exc) from None
+        raise aws_error("cloudwatch", f"PutMetricData {namespace}", exc) from None
 
 
 def _credentials(value: Mapping[str, Any]) -> dict[str, Any]:

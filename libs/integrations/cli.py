@@ -24,12 +24,14 @@ from typing import Any
 
 from loguru import logger
 
-from integrations import errors
+from integrations import aws, errors
 from integrations.config import Settings, load_settings
+from integrations.identifiers import is_client_number
 from integrations.logging import mask, setup_logging
+from integrations.services import Services
+from integrations.services import connect as connect_services
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CANNOT_START = 0, 1, 2
-JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices"}
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,7 @@ class JobOutcome:
     table: list[dict[str, str]] = field(default_factory=list)
 
 
-class StartupError(errors.InvoiceProcessorError):
-    """The run cannot start (for example an unreadable secret). Exit code 2."""
-
-
-JobFunction = Callable[[Settings, JobOptions], JobOutcome]
+JobFunction = Callable[[Settings, JobOptions, "Services"], JobOutcome]
 
 
 def _period(value: str) -> str:
@@ -62,7 +60,7 @@ def _period(value: str) -> str:
 
 
 def _client(value: str) -> str:
-    if not re.fullmatch(r"\d{3,10}", value):
+    if not is_client_number(value):
         raise argparse.ArgumentTypeError(f"--client takes a client number like 10002 (got {value!r})")
     return value
 
@@ -89,7 +87,9 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
 def load_job(name: str) -> JobFunction:
     found = {ep.name: ep for ep in entry_points(group="invoice_processor.jobs")}
     if name not in found:
-        raise StartupError(f"job {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})")
+        raise errors.StartupError(
+            f"job {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})"
+        )
     return found[name].load()
 
 
@@ -106,7 +106,10 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 
 def run(
-    argv: Sequence[str], env: Mapping[str, str], job_loader: Callable[[str], JobFunction] = load_job
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    job_loader: Callable[[str], JobFunction] = load_job,
+    connect: Callable[[Settings], Services] = connect_services,
 ) -> int:
     """Run one job; return the process exit code. Never raises."""
     started = time.monotonic()
@@ -117,6 +120,7 @@ def run(
         return EXIT_OK if exc.code == 0 else EXIT_CANNOT_START
     outcome: JobOutcome
     settings: Settings | None = None
+    services: Services | None = None
     try:
         settings = load_settings(env)
         setup_logging(settings.log_format, settings.log_level)
@@ -128,7 +132,8 @@ def run(
             period=options.period,
             clients=",".join(options.clients) or "all",
         )
-        outcome = job(settings, options)
+        services = connect(settings)
+        outcome = job(settings, options, services)
     except errors.ConfigError as exc:
         logger.error(str(exc))
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
@@ -139,7 +144,7 @@ def run(
         )
         logger.error(message)
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": message})
-    except StartupError as exc:
+    except errors.StartupError as exc:
         logger.error("cannot start: {error}", error=str(exc))
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never crash silently
@@ -168,19 +173,20 @@ def run(
             logger.error(
                 "could not write the summary file {path}: {error}", path=env["SUMMARY_PATH"], error=str(exc)
             )
-    if settings is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
-        _publish_metric(settings, job_name, outcome)
+    if services is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
+        _publish_metric(services, job_name, outcome)
     return outcome.exit_code
 
 
-def _publish_metric(settings: Settings, job_name: str, outcome: JobOutcome) -> None:
+def _publish_metric(services: Services, job_name: str, outcome: JobOutcome) -> None:
     """Tell CloudWatch the run completed; the missed-run alarm fires when this stops arriving."""
-    if not settings.metrics_namespace:
+    namespace = services.settings.metrics_namespace
+    if not namespace:
         return
     try:
-        from integrations.aws import publish_run_metric
-
-        publish_run_metric(settings, job_name, failed=outcome.exit_code != EXIT_OK)
+        aws.publish_run_metric(
+            services.aws.cloudwatch, namespace, job_name, failed=outcome.exit_code != EXIT_OK
+        )
     except Exception as exc:  # noqa: BLE001 - a metric must not turn a good run into a failed one
         logger.warning("could not publish the run metric: {error}", error=str(exc))
 

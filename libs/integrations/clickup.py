@@ -20,6 +20,7 @@ import requests
 from loguru import logger
 
 from integrations import errors, http
+from integrations.config import required_fields
 from integrations.logging import register_secret
 from integrations.models import Member, TimeEntry
 
@@ -201,33 +202,6 @@ def build_clickup(settings: Any, secret: Mapping[str, Any]) -> ClickUpClient:
     """Client from Settings and the ClickUp secret (``api_token``, ``team_id``)."""
     if isinstance(secret, Mapping):
         register_secret(secret.get("api_token"))
-    values = _required_fields(secret, ("api_token", "team_id"), settings.clickup_secret_name)
-    session = http.build_session(
-        SERVICE,
-        timeout=settings.http_timeout_seconds,
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
-        per_minute=100,  # ClickUp's limit per token
-    )
+    values = required_fields(secret, ("api_token", "team_id"), settings.clickup_secret_name)
+    session = http.session_for(SERVICE, settings, per_minute=100)  # ClickUp's limit per token
     return ClickUpClient(session, values["api_token"], values["team_id"], settings.clickup_base_url)
-
-
-def _required_fields(secret: Any, fields: Sequence[str], secret_name: str) -> dict[str, str]:
-    """The named fields as non-empty strings; ConfigError names what is missing, never a value."""
-    if not isinstance(secret, Mapping):
-        raise errors.ConfigError([f"secret {secret_name} must be a JSON object"])
-    values: dict[str, str] = {}
-    missing: list[str] = []
-    for name in fields:
-        value = secret.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            missing.append(name)
-        else:
-            values[name] = value.strip()
-    if missing:
-        raise errors.ConfigError(
-            [f"secret {secret_name} is missing or has empty field(s): {', '.join(missing)}"]
-        )
-    return values

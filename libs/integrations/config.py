@@ -4,9 +4,10 @@ every problem at once, so a bad deployment fails at start with one readable mess
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from integrations.errors import ConfigError
 
@@ -21,7 +22,8 @@ DEFAULT_URLS = {
     "ROBOCORP_BASE_URL": "https://cloud.robocorp.com/api/v1",
 }
 # The practice's time zone: the schedules run in it, and "today" and "last month" are read in it.
-BUSINESS_TIME_ZONE = "America/Los_Angeles"
+# Terraform sets BUSINESS_TIME_ZONE from the same variable as the schedules' time zone.
+DEFAULT_BUSINESS_TIME_ZONE = "America/Los_Angeles"
 
 # Production and sandbox QBO hosts; chosen by the secret's ``environment`` unless QBO_BASE_URL is set.
 QBO_API_URLS = {
@@ -77,6 +79,7 @@ class Settings:
     http_max_retries: int = 5
     http_max_retry_after_seconds: float = 120.0
     scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
+    business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
     extra: dict = field(default_factory=dict, compare=False)
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
@@ -115,6 +118,39 @@ def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[
     if value is not None and not re.match(r"^https?://[^\s/]+", value):
         problems.append(f"{name} must be an http(s) URL (got {value!r})")
     return value.rstrip("/") if value else value
+
+
+def _time_zone(env: Mapping[str, str], problems: list[str]) -> str:
+    name = (env.get("BUSINESS_TIME_ZONE") or "").strip() or DEFAULT_BUSINESS_TIME_ZONE
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"BUSINESS_TIME_ZONE must be an IANA time zone like America/Los_Angeles (got {name!r})"
+        )
+        return DEFAULT_BUSINESS_TIME_ZONE
+    return name
+
+
+def required_fields(secret: object, fields: Sequence[str], secret_name: str) -> dict[str, str]:
+    """The named fields of a secret as trimmed, non-empty strings (numbers are accepted as text).
+
+    ConfigError names the secret and the missing fields, never a value."""
+    if not isinstance(secret, Mapping):
+        raise ConfigError([f"secret {secret_name} must be a JSON object"])
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for name in fields:
+        value = secret.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            missing.append(name)
+        else:
+            values[name] = value.strip()
+    if missing:
+        raise ConfigError([f"secret {secret_name} is missing or has empty field(s): {', '.join(missing)}"])
+    return values
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -185,6 +221,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         http_max_retries=_number(env, "HTTP_MAX_RETRIES", 5, problems, integer=True),
         http_max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, problems),
         scheduled_time=scheduled,
+        business_time_zone=_time_zone(env, problems),
     )
     if problems:
         raise ConfigError(problems)

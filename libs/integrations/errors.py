@@ -20,10 +20,12 @@ class ConfigError(InvoiceProcessorError):
         super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
 
 
+class StartupError(InvoiceProcessorError):
+    """The run cannot start (for example an unreadable secret). Exit code 2."""
+
+
 class ServiceError(InvoiceProcessorError):
     """A call to an external service failed."""
-
-    retryable = False
 
     def __init__(
         self,
@@ -54,19 +56,13 @@ class ServiceError(InvoiceProcessorError):
 class TransportError(ServiceError):
     """Timeouts, refused or dropped connections, after the retry budget was spent."""
 
-    retryable = True
-
 
 class RateLimited(ServiceError):
     """HTTP 429 after the retry budget was spent."""
 
-    retryable = True
-
 
 class ServerError(ServiceError):
     """HTTP 5xx after the retry budget was spent."""
-
-    retryable = True
 
 
 class AuthExpired(ServiceError):

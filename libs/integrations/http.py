@@ -120,6 +120,16 @@ class ServiceSession(requests.Session):
         return super().request(method, url, **kwargs)
 
 
+def session_for(service: str, settings: Any, **options: Any) -> ServiceSession:
+    """``build_session`` with the timeout and retry budget of ``settings`` (each may be overridden)."""
+    defaults = {
+        "timeout": settings.http_timeout_seconds,
+        "max_retries": settings.http_max_retries,
+        "max_retry_after": settings.http_max_retry_after_seconds,
+    }
+    return build_session(service, **{**defaults, **options})
+
+
 def build_session(
     service: str,
     *,

@@ -34,6 +34,7 @@ import requests
 from loguru import logger
 
 from integrations import errors, http
+from integrations.config import required_fields
 from integrations.logging import mask, register_secret
 from integrations.models import Attachment
 
@@ -505,25 +506,14 @@ def build_graph(settings: Any, secret: Mapping[str, Any]) -> GraphClient:
     """Client from Settings and the Graph secret (``tenant_id``, ``client_id``, ``client_secret``)."""
     if isinstance(secret, Mapping):
         register_secret(secret.get("client_secret"))
-    if not isinstance(secret, Mapping):
-        raise errors.ConfigError([f"secret {settings.msgraph_secret_name} must be a JSON object"])
-    fields = ("tenant_id", "client_id", "client_secret")
-    missing = [f for f in fields if not isinstance(secret.get(f), str) or not secret[f].strip()]
-    if missing:
-        raise errors.ConfigError(
-            [f"secret {settings.msgraph_secret_name} is missing or has empty field(s): {', '.join(missing)}"]
-        )
-    session = http.build_session(
-        SERVICE,
-        timeout=settings.http_timeout_seconds,
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
+    values = required_fields(
+        secret, ("tenant_id", "client_id", "client_secret"), settings.msgraph_secret_name
     )
     return GraphClient(
-        session,
-        secret["tenant_id"].strip(),
-        secret["client_id"].strip(),
-        secret["client_secret"].strip(),
+        http.session_for(SERVICE, settings),
+        values["tenant_id"],
+        values["client_id"],
+        values["client_secret"],
         settings.msgraph_base_url,
         settings.msgraph_authority_url,
     )

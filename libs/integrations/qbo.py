@@ -18,24 +18,22 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import requests
 from loguru import logger
 
-from integrations import errors, http
-from integrations.config import QBO_API_URLS
+from integrations import decimal_json, errors, http
+from integrations.config import QBO_API_URLS, required_fields
 from integrations.logging import mask, register_secret
 
 if TYPE_CHECKING:
@@ -45,11 +43,11 @@ if TYPE_CHECKING:
 SERVICE = "qbo"
 MINOR_VERSION = 75
 MAX_REQUEST_ID = 50  # Intuit: requestid <= 50 chars for every operation except batch
-MAX_BATCH_REQUEST_ID = 36  # ... and <= 36 for batch
-MAX_BATCH_ITEMS = 30
-MAX_BATCH_ID = 10  # bId <= 10 chars when a requestid is sent
 MAX_PAGE_SIZE = 1000  # QBO's MAXRESULTS ceiling
-DOC_NUMBER_CHUNK = 100
+# How far past today an invoice's TxnDate may lie and still be found by the jobs' TxnDate range
+# queries: QBO accepts future-dated invoices; ours are dated the day they are made, and a person
+# may post-date one by a month or so.
+FUTURE_TXN_DATE_WINDOW = timedelta(days=62)
 TOKEN_LOCK_TTL_SECONDS = 60
 EARLY_REFRESH = timedelta(minutes=5)
 FALLBACK_EXPIRES_IN = 900  # used only when the token reply lacks a usable expires_in
@@ -79,8 +77,6 @@ class RefreshTokenNotSaved(errors.ReauthorizationRequired):
 
 class TokenLockTimeout(errors.ServiceError):
     """Another process held the token-refresh lock longer than we were willing to wait."""
-
-    retryable = True
 
 
 class _InvalidGrant(Exception):
@@ -170,15 +166,7 @@ class QboTokens:
         if not isinstance(secret, dict):
             raise errors.ConfigError([f"QBO secret {self._secret_name} must hold a JSON object"])
         register_secret(secret.get("client_secret"), secret.get("refresh_token"))
-        missing = [
-            key
-            for key in _SECRET_FIELDS
-            if not isinstance(secret.get(key), str | int) or not str(secret.get(key)).strip()
-        ]
-        if missing:
-            raise errors.ConfigError(
-                [f"QBO secret {self._secret_name} lacks a value for: {', '.join(missing)}"]
-            )
+        required_fields(secret, _SECRET_FIELDS, self._secret_name)
         return dict(secret)
 
     def _refresh_under_lock(self) -> str:
@@ -520,18 +508,6 @@ def _literal(value: str) -> str:
     return f"'{escape(value)}'"
 
 
-def _json_default(value: Any) -> Any:
-    """Decimals go out as JSON numbers, but only when no digit would be lost on the way."""
-    if isinstance(value, Decimal):
-        as_float = float(value) if value.is_finite() else None
-        if as_float is None or Decimal(repr(as_float)) != value:
-            raise ValueError(f"{value} cannot be sent to QBO as an exact JSON number")
-        return as_float
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"cannot send {type(value).__name__} to QBO as JSON")
-
-
 def _check_request_id(request_id: str, limit: int = MAX_REQUEST_ID) -> str:
     if not isinstance(request_id, str) or not request_id.strip():
         raise ValueError("requestid must be a non-empty string")
@@ -699,7 +675,7 @@ class QboClient:
             operation,
             params=params,
             headers={"Content-Type": "application/json"},
-            data=json.dumps(payload, default=_json_default).encode(),
+            data=decimal_json.dumps(payload).encode(),
         )
 
     # -- reads -------------------------------------------------------------------------------
@@ -777,17 +753,6 @@ class QboClient:
             raise ValueError(f"end {end} is before start {start}")
         where = f"TxnDate >= {_literal(start.isoformat())} AND TxnDate <= {_literal(end.isoformat())}"
         return list(self.query("Invoice", where))
-
-    def invoices_with_doc_numbers(self, doc_numbers: Iterable[str]) -> list[dict]:
-        """Invoices whose DocNumber is one of ``doc_numbers`` (queried 100 at a time)."""
-        wanted = list(dict.fromkeys(str(n).strip() for n in doc_numbers if str(n).strip()))
-        found: dict[str, dict] = {}
-        for offset in range(0, len(wanted), DOC_NUMBER_CHUNK):
-            chunk = wanted[offset : offset + DOC_NUMBER_CHUNK]
-            where = f"DocNumber IN ({', '.join(_literal(n) for n in chunk)})"
-            for row in self.query("Invoice", where):
-                found.setdefault(str(row.get("Id")), row)
-        return list(found.values())
 
     def get_invoice(self, invoice_id: str) -> dict:
         operation = f"read invoice {invoice_id}"
@@ -873,35 +838,6 @@ class QboClient:
         )
         return self._entity(reply, "Invoice", operation)
 
-    def batch(self, items: list[dict], request_id: str) -> list[dict]:
-        """Run up to 30 operations in one call; returns BatchItemResponse as is.
-
-        Items fail independently: each response item may hold its own ``Fault`` for the caller."""
-        _check_request_id(request_id, MAX_BATCH_REQUEST_ID)
-        if not items:
-            return []
-        if len(items) > MAX_BATCH_ITEMS:
-            raise ValueError(f"a batch holds at most {MAX_BATCH_ITEMS} items (got {len(items)})")
-        seen: set[str] = set()
-        for item in items:
-            bid = item.get("bId") if isinstance(item, Mapping) else None
-            if not isinstance(bid, str) or not bid or len(bid) > MAX_BATCH_ID:
-                raise ValueError(
-                    f"every batch item needs a bId of 1 to {MAX_BATCH_ID} characters (got {bid!r})"
-                )
-            if bid in seen:
-                raise ValueError(f"duplicate bId {bid!r} in batch")
-            seen.add(bid)
-        reply = self._post_json(
-            "batch", "batch", {"BatchItemRequest": list(items)}, {"requestid": request_id}
-        )
-        results = _ci(reply, "BatchItemResponse")
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-            raise errors.GarbledResponse(
-                SERVICE, "batch", "reply has no BatchItemResponse list", status=200, request_id=reply.tid
-            )
-        return results
-
 
 # --------------------------------------------------------------------------------------------
 # Wiring
@@ -932,12 +868,10 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
                 ]
             )
         base_url = QBO_API_URLS[environment]
-    api_session = http.build_session(
+    api_session = http.session_for(
         SERVICE,
+        settings,
         replay_safe_posts=True,
-        timeout=settings.http_timeout_seconds,
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
     )

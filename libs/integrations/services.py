@@ -14,7 +14,6 @@ from loguru import logger
 
 from integrations import errors
 from integrations.aws import AwsClients, ClientRegistry, Ledger, SecretStore, aws_clients
-from integrations.cli import StartupError
 from integrations.clickup import ClickUpClient, build_clickup
 from integrations.config import Settings
 from integrations.models import Attachment
@@ -37,7 +36,7 @@ class Services:
         try:
             return self.secrets.read_json(name)
         except errors.ServiceError as exc:
-            raise StartupError(str(exc)) from None
+            raise errors.StartupError(str(exc)) from None
 
     @cached_property
     def qbo(self) -> QboClient:
@@ -46,7 +45,7 @@ class Services:
         except errors.ReauthorizationRequired:
             raise
         except errors.ServiceError as exc:
-            raise StartupError(str(exc)) from None
+            raise errors.StartupError(str(exc)) from None
 
     @cached_property
     def graph(self) -> GraphClient:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from integrations import cli
+from integrations.identifiers import find_marker
 from sandbox import DEFAULT_SCENARIO, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +80,11 @@ class Harness:
 
     def invoices(self, period: str = "2026-10") -> list[dict[str, Any]]:
         """The invoices the create job made for ``period`` (by the marker in their private note)."""
-        return [i for i in self.state()["invoices"] if f":{period} " in (i.get("PrivateNote") or "") + " "]
+        return [
+            i
+            for i in self.state()["invoices"]
+            if (marker := find_marker(i.get("PrivateNote"))) is not None and marker.period == period
+        ]
 
     def expire_ledger_leases(self) -> None:
         """Let time pass: every claim's lease is over, as if the crashed run died long ago."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from create_invoices.attribution import attribute_time, client_number_of
+from create_invoices.attribution import attribute_time
 from create_invoices.period import Period
 from integrations.models import ClientRecord, TimeEntry
 
@@ -211,11 +211,3 @@ def test_naive_start_times_are_refused():
     bad = TimeEntry("e1", "u", "U", True, datetime(2026, 10, 5), None, HOUR_MS)
     with pytest.raises(ValueError, match="timezone-aware"):
         attribute_time([bad], CLIENTS, OCTOBER)
-
-
-def test_client_number_of_reads_only_the_leading_number():
-    assert client_number_of("10002 - Acme") == "10002"
-    assert client_number_of("  10002Acme") == "10002"
-    assert client_number_of("Acme 10002") is None
-    assert client_number_of("１０００２ - fullwidth digits") is None
-    assert client_number_of(None) is None

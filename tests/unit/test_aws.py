@@ -608,9 +608,8 @@ def test_expired_lock_can_be_taken_and_the_old_owner_cannot_release_it(ledger: L
 
 
 def test_run_metric_reports_completed_and_failed(aws: AwsClients) -> None:
-    settings = load_settings({**ENV, "METRICS_NAMESPACE": "Test/Invoices"})
-    publish_run_metric(settings, "create-invoices", failed=True)
-    publish_run_metric(settings, "send-invoices", failed=False)
+    publish_run_metric(aws.cloudwatch, "Test/Invoices", "create-invoices", failed=True)
+    publish_run_metric(aws.cloudwatch, "Test/Invoices", "send-invoices", failed=False)
 
     def total(metric: str, job: str) -> float:
         stats = aws.cloudwatch.get_metric_statistics(
@@ -630,25 +629,15 @@ def test_run_metric_reports_completed_and_failed(aws: AwsClients) -> None:
     assert total("RunFailed", "send-invoices") == 0
 
 
-def test_run_metric_is_skipped_without_a_namespace(
-    aws_env: None, boto_session: boto3.session.Session
-) -> None:
-    settings = load_settings({**ENV, "METRICS_NAMESPACE": ""})
-    publish_run_metric(
-        settings, "create-invoices", failed=False, cloudwatch=unreachable_client(boto_session, "cloudwatch")
-    )
-
-
 def test_unreachable_cloudwatch_is_a_cloudwatch_error(
     aws_env: None, boto_session: boto3.session.Session
 ) -> None:
-    settings = load_settings(ENV)
     with pytest.raises(errors.TransportError) as caught:
         publish_run_metric(
-            settings,
+            unreachable_client(boto_session, "cloudwatch"),
+            "QboInvoiceProcessor",
             "create-invoices",
             failed=False,
-            cloudwatch=unreachable_client(boto_session, "cloudwatch"),
         )
     assert caught.value.service == "cloudwatch"
     assert "PutMetricData QboInvoiceProcessor" in str(caught.value)

@@ -13,8 +13,9 @@ from loguru import logger
 
 import integrations.aws
 from integrations import errors
-from integrations.cli import JobOptions, JobOutcome, StartupError, format_table, parse_args, run
+from integrations.cli import JobOptions, JobOutcome, format_table, parse_args, run
 from integrations.config import Settings
+from integrations.errors import StartupError
 from integrations.logging import register_secret
 from tests.settings import VALID_ENV
 
@@ -34,7 +35,7 @@ def metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Record the success metric instead of calling CloudWatch."""
     published: list[tuple[str, bool]] = []
 
-    def fake(settings: Settings, job_name: str, failed: bool) -> None:
+    def fake(cloudwatch: Any, namespace: str, job_name: str, failed: bool) -> None:
         published.append((job_name, failed))
 
     monkeypatch.setattr(integrations.aws, "publish_run_metric", fake)
@@ -53,7 +54,7 @@ class FakeJob:
         self.loaded.append(name)
         return self
 
-    def __call__(self, settings: Settings, options: JobOptions) -> JobOutcome:
+    def __call__(self, settings: Settings, options: JobOptions, services: Any) -> JobOutcome:
         self.calls.append((settings, options))
         if isinstance(self.result, Exception):
             raise self.result
