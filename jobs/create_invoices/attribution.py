@@ -14,6 +14,10 @@ Rules (DESIGN §1 step 2), in order for each entry whose ``start`` is in the per
    client number ("10002 - Acme", "10002 Acme", "10002"; "100021 X" is not client 10002);
 6. anything else is ``unattributed`` billable time: listed, never dropped.
 
+A malformed entry (``TimeEntry.problem``) that may be billable is attributed the same way, but
+into ``malformed``: it fails the client it belongs to (with the entry named), or, when it belongs
+to no client, it is listed as unattributed with its problem as the reason.
+
 Pass the WHOLE registry as ``clients`` (inactive and excluded clients too), so time that belongs
 to a client who is not being billed today is not reported as unattributed; pick the clients you
 bill from ``by_client`` afterwards.
@@ -41,6 +45,8 @@ class Attribution:
     conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # unattributed entry id -> why it could not be attributed (only for conflicts)
     reasons: dict[str, str] = field(default_factory=dict)
+    # client id -> malformed entries that belong to it: the client fails until they are fixed
+    malformed: dict[str, list[TimeEntry]] = field(default_factory=dict)
     duplicate_count: int = 0  # entries seen more than once (same id), counted once
     outside_period_count: int = 0  # entries whose start is not in the period: ignored
 
@@ -64,9 +70,19 @@ def attribute_time(
     unattributed: list[TimeEntry] = []
     running: list[TimeEntry] = []
     reasons: dict[str, str] = {}
+    malformed: dict[str, list[TimeEntry]] = {}
     non_billable = outside = 0
     unique, duplicates = first_of_each_id(entries)
     for entry in unique:
+        if entry.problem is not None and entry.billable is not False:
+            owner, _ = _owner_by_location_id(entry, claims)
+            owner = owner or _owner_by_name(entry, known)
+            if owner is None:
+                reasons[entry.id] = f"malformed entry: {entry.problem}"
+                unattributed.append(entry)
+            else:
+                malformed.setdefault(owner, []).append(entry)
+            continue
         if not period.contains(entry.start):
             outside += 1
             continue
@@ -101,6 +117,7 @@ def attribute_time(
         non_billable_count=non_billable,
         conflicts=dict(sorted(conflicts.items())),
         reasons=reasons,
+        malformed=malformed,
         duplicate_count=duplicates,
         outside_period_count=outside,
     )

@@ -34,6 +34,7 @@ from integrations.models import ClientRecord, ProcessRun, TimeEntry, first_of_ea
 CENT = Decimal("0.01")
 SECONDS_PER_HOUR = Decimal(3600)
 UNFINISHED_STATES = frozenset({"new", "in_progress", "stopping"})
+ENDED_STATES = frozenset({"completed", "unresolved"})
 MAX_DESCRIPTION = 4000  # QBO line Description limit
 ZERO = Decimal("0.00")
 
@@ -229,11 +230,18 @@ def aggregate_runtime(runs: Iterable[ProcessRun], period: Period) -> RuntimeUsag
     A run that started on Oct 31 and ended on Nov 1 is October's. A run without ``ended_at`` or
     ``duration``, or in state new/in_progress/stopping, is unfinished: listed, not billed (it
     would otherwise be billed short). Failed runs (``unresolved``) used the robot and are billed.
-    Runs that never started (no ``started_at``) belong to no period. Duplicate ids count once."""
+    Runs that never started (no ``started_at``, state new) belong to no period; an ENDED run
+    without ``started_at`` is an error naming the run (its month cannot be told, and dropping it
+    would lose billable time). Duplicate ids count once."""
     groups: dict[tuple[str, str], list[ProcessRun]] = {}
     unfinished: list[ProcessRun] = []
     unique, duplicates = first_of_each_id(runs)
     for run in unique:
+        if run.started_at is None and run.state in ENDED_STATES:
+            raise ValueError(
+                f"process run {run.id} ({run.process_name}, workspace {run.workspace_id}) is {run.state} "
+                "but has no started_at: its month cannot be told; check the run in Control Room"
+            )
         if run.started_at is None or not period.contains(run.started_at):
             continue
         if run.ended_at is None or run.duration_seconds is None or run.state in UNFINISHED_STATES:
@@ -382,10 +390,10 @@ def _service_usages(entries: Sequence[TimeEntry], prices: PriceBook) -> list[_Us
     """One usage per ClickUp task; entries without a task grouped by their description."""
     groups: dict[tuple[str, str], list[TimeEntry]] = {}
     for entry in first_of_each_id(entries)[0]:  # never bill one entry twice
-        if entry.running or not entry.billable:
+        if entry.running or not entry.billable or entry.problem or entry.duration_ms < 0:
+            state = "running" if entry.running else "not billable" if not entry.billable else "malformed"
             raise ValueError(
-                f"time entry {entry.id} is {'running' if entry.running else 'not billable'}: "
-                "only Attribution.by_client entries can be billed"
+                f"time entry {entry.id} is {state}: only Attribution.by_client entries can be billed"
             )
         key = ("task", entry.task_id) if entry.task_id else ("free", entry.description.strip())
         groups.setdefault(key, []).append(entry)

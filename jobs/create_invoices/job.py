@@ -9,7 +9,7 @@ customers; this module only wires them to the clients and reports what happened.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -33,16 +33,15 @@ from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
 from create_invoices.results import ClientResult, Outcome, Reason
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
+from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.config import Settings
 from integrations.identifiers import find_marker
+from integrations.lifecycle import run_all
 from integrations.models import Attachment, ClientRecord, ProcessRun
 from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services
-
-WORKERS = 4  # concurrent clients; QBO allows 10 concurrent requests and 10/s per company
 
 
 def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
@@ -86,31 +85,56 @@ class CreateRun:
         results += left_out
 
         self.services.require("qbo", "clickup", "robocorp", *(() if self.options.dry_run else ("graph",)))
+        customers, prices, custom_numbers, existing = self._company()
+        attribution, clickup_error = self._time_entries(clients)
+        with Claims(
+            self.services.ledger, self.run_id, self.settings.claim_ttl_seconds, self.services.stop
+        ) as claims:
+            self.claims = claims
+            results += run_all(
+                selected,
+                lambda c: self._bill(
+                    c, customers, prices, custom_numbers, existing, attribution, clickup_error
+                ),
+                workers=self.settings.create_workers,
+                stop=self.services.stop,
+                grace_seconds=self.settings.stop_grace_seconds,
+                unfinished=self._stopped,
+                name="client",
+            )
+        return self._finish(results, attribution)
+
+    def _company(self) -> tuple[list[dict], PriceBook, bool, dict[str, dict]]:
+        """What every client needs, read once: customers, prices, numbering, this period's invoices.
+
+        A failure here means the run cannot start (exit 2); an auth failure surfaces on the first call."""
         qbo = self.services.qbo
-        customers = qbo.customers(include_inactive=True)  # first QBO call: an auth failure exits 2 here
         try:
+            customers = qbo.customers(include_inactive=True)
             prices = price_book_from_items(
                 qbo.items(),
                 self.settings.item_robot_runtime,
                 self.settings.item_professional_services,
                 self.settings.item_subscription,
             )
+            return customers, prices, qbo.custom_txn_numbers(), self._existing_invoices()
         except PricingError as exc:
             raise errors.StartupError(f"QBO items: {exc}") from None
-        custom_numbers = qbo.custom_txn_numbers()
-        existing = self._existing_invoices()
+        except errors.ReauthorizationRequired:
+            raise
+        except errors.ServiceError as exc:
+            raise errors.StartupError(f"cannot read the QuickBooks company: {exc}") from None
 
-        attribution, clickup_error = self._time_entries(clients)
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="client") as pool:
-            results += list(
-                pool.map(
-                    lambda c: self._bill(
-                        c, customers, prices, custom_numbers, existing, attribution, clickup_error
-                    ),
-                    selected,
-                )
-            )
-        return self._finish(results, attribution)
+    def _stopped(self, client: ClientRecord, started: bool) -> ClientResult:
+        """The result of a client the run did not finish because it was told to stop."""
+        reason = (
+            "stopped early while in progress: the next run finishes it"
+            if started
+            else "stopped early: not started"
+        )
+        return ClientResult.failed(
+            client.client_id, client.customer_name or client.client_id, Reason.STOPPED, reason
+        )
 
     def _select(
         self, clients: list[ClientRecord], invalid: set[str]
@@ -191,6 +215,14 @@ class CreateRun:
             try:
                 if attribution is None:
                     return ClientResult.failed(client.client_id, name, Reason.ERROR, clickup_error)
+                malformed = attribution.malformed.get(client.client_id)
+                if malformed:
+                    named = "; ".join(
+                        f"entry {e.id} ({e.task_name or e.description or 'no task'}, {e.user_name or 'unknown user'}): "
+                        f"{e.problem}"
+                        for e in malformed
+                    )
+                    raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
                 customer = match_customer(client, customers)
                 name = customer.get("DisplayName") or name
                 runtime = aggregate_runtime(self._runs(client), self.period)
@@ -220,7 +252,7 @@ class CreateRun:
                         str(already.get("DocNumber") or ""),
                     )
                     if not self.options.dry_run:
-                        self._record_existing(client, already)
+                        self._record_existing(client, already, result)
                     return result
                 if self.options.dry_run:
                     result.outcome, result.code, result.reason = (
@@ -239,45 +271,52 @@ class CreateRun:
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
-    def _record_existing(self, client: ClientRecord, invoice: dict) -> None:
+    def _record_existing(self, client: ClientRecord, invoice: dict, result: ClientResult) -> None:
         """An invoice with our marker exists (perhaps created by a run that crashed before it
-        recorded it): make the ledger say so, so nothing ever tries to create it again."""
+        recorded it): make the ledger say so, so nothing ever tries to create it again, and finish
+        its usage archive if that was left undone."""
         key = self._ledger_key(client)
         entry = self.services.ledger.get(key)
-        if entry is not None and entry.status == "created":
-            return
-        acquired, _ = self.services.ledger.claim(
-            key, self.run_id, request_id_for(key, "create"), CLAIM_LEASE_SECONDS
-        )
-        if acquired:
-            self.services.ledger.record(
-                key,
-                self.run_id,
-                "created",
-                {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")},
-            )
+        if entry is None or entry.status != "created":
+            acquired, entry = self.claims.take(key, request_id_for(key, "create"))
+            if not acquired:
+                return
+            attributes = {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")}
+            self.claims.record(key, "created", attributes)
+            entry = replace(entry, status="created", attributes={**entry.attributes, **attributes})
+        if entry.attributes.get("archived") is not True:
+            self._archive_again(key, result)
 
     def _create(self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult) -> ClientResult:
-        ledger, qbo = self.services.ledger, self.services.qbo
+        qbo = self.services.qbo
         key = self._ledger_key(client)
-        acquired, entry = ledger.claim(
+        acquired, entry = self.claims.take(
             key,
-            self.run_id,
             request_id_for(key, "create"),
-            CLAIM_LEASE_SECONDS,
             {"client_id": client.client_id, "period": self.period.label, "total": str(draft.total)},
         )
         if not acquired:
             status = entry.status if entry else "unknown"
             if status == "created":
                 result.skip(Reason.ALREADY_INVOICED, "already invoiced")
-            else:
-                result.skip(Reason.CLAIMED_BY_ANOTHER_RUN, f"claimed by another run ({status})")
+                if (
+                    entry is not None
+                    and entry.attributes.get("archived") is not True
+                    and not self.services.stop.requested
+                ):
+                    self._archive_again(key, result)
+            else:  # a live run is still at it: this run cannot say the client is done
+                result.outcome, result.code = Outcome.FAILED, Reason.CLAIMED_BY_ANOTHER_RUN
+                result.reason = (
+                    f"claimed by another run that is still working on it ({status}); the next run checks it"
+                )
             if entry is not None:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
         request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
+        # What the invoice bills, kept before it is created: a later run archives exactly this.
+        self.services.ledger.put_document(key, trace_csv(draft).encode("utf-8-sig"))
         body = draft_to_qbo(draft)
         if not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
@@ -287,22 +326,21 @@ class CreateRun:
         except errors.DuplicateRequest:
             invoice = self._find_by_marker(client)
             if invoice is None:
-                ledger.record(key, self.run_id, "failed", {"reason": "QBO reported a duplicate request id"})
+                self.claims.record(key, "failed", {"reason": "QBO reported a duplicate request id"})
                 raise
         except errors.ValidationFault as exc:
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
+            self.claims.record(key, "failed", {"reason": str(exc)})
             raise
         except errors.ServiceError as exc:
             # Outcome unknown (timeout, 5xx after retries): the next run looks for the marker and
             # re-sends the same requestid, which QBO answers with the original invoice.
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc), "outcome": "unknown"})
+            self.claims.record(key, "failed", {"reason": str(exc), "outcome": "unknown"})
             raise
         result.outcome, result.code, result.reason = Outcome.CREATED, Reason.NONE, ""
         result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
-        archived = self._archive(result)
-        ledger.record(
+        archived = self._archive(result, trace_csv(draft).encode("utf-8-sig"))
+        self.claims.record(
             key,
-            self.run_id,
             "created",
             {"invoice_id": result.invoice_id, "doc_number": result.doc_number, "archived": archived},
         )
@@ -317,13 +355,25 @@ class CreateRun:
     def _find_by_marker(self, client: ClientRecord) -> dict | None:
         return next((inv for number, inv in self._our_invoices() if number == client.client_id), None)
 
-    def _archive(self, result: ClientResult) -> bool:
+    def _archive_again(self, key: str, result: ClientResult) -> None:
+        """Archive the usage detail recorded when the invoice was created (never data read again,
+        so it always adds up to the invoice)."""
+        content = self.services.ledger.get_document(key)
+        if content is None:
+            result.warnings.append(
+                "usage CSV not archived, and its detail was not recorded: export it by hand"
+            )
+            return
+        if self._archive(result, content):
+            self.services.ledger.annotate(key, "created", {"archived": True})
+            result.warnings.append("usage CSV archived now (an earlier run could not)")
+
+    def _archive(self, result: ClientResult, content: bytes) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
-        assert result.draft is not None
         parts = [self.period.label, safe_path_segment(result.customer_name)]
         parts.append(f"usage-{result.client_id}-{self.period.label}.csv")
         try:
-            self.services.archive(parts, trace_csv(result.draft).encode("utf-8-sig"))
+            self.services.archive(parts, content)
             return True
         except errors.ServiceError as exc:
             result.warnings.append(f"usage CSV not archived to SharePoint: {exc}")
@@ -340,6 +390,7 @@ class CreateRun:
             attribution,
             unfinished,
             dry_run=self.options.dry_run,
+            stopped=self.services.stop.reason if self.services.stop.requested else "",
         )
         failed = any(r.outcome is Outcome.FAILED for r in results)
         if self.options.dry_run:

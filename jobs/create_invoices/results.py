@@ -28,6 +28,7 @@ class Reason(StrEnum):
     ALREADY_INVOICED = "already_invoiced"
     CLAIMED_BY_ANOTHER_RUN = "claimed_by_another_run"
     DRY_RUN = "dry_run"
+    STOPPED = "stopped"  # the run was told to stop (SIGTERM) before it finished this client
     ERROR = "error"  # the client's data or a service call failed; ``reason`` says which
 
 

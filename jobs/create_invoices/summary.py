@@ -15,7 +15,7 @@ from create_invoices.billing import hours
 from create_invoices.period import Period
 from create_invoices.results import ClientResult, Outcome
 from integrations.models import ProcessRun, TimeEntry
-from integrations.report import Section, money, render_html, render_text
+from integrations.report import Section, money, render_html, render_text, stopped_sections
 
 REVIEW_NOTE = (
     "The new invoices are marked 'send later' in QuickBooks and go out with the next daily send run. "
@@ -61,6 +61,7 @@ def build(
     unfinished: Sequence[ProcessRun],
     *,
     dry_run: bool = False,
+    stopped: str = "",
 ) -> Report:
     made = [r for r in results if r.made and r.draft]
     skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
@@ -69,6 +70,7 @@ def build(
     unattributed = attribution.unattributed if attribution else []
     running = attribution.running if attribution else []
     sections = [
+        *stopped_sections(stopped),
         _made_section(made, total, dry_run),
         Section(
             f"Skipped ({len(skipped)})",
@@ -101,6 +103,8 @@ def build(
     )
     if failed:
         subject += f", {len(failed)} FAILED"
+    if stopped:
+        subject = subject.replace("[QBO invoices]", "[QBO invoices] STOPPED EARLY:", 1)
     return Report(
         subject=subject,
         html=render_html(heading, intro, sections),

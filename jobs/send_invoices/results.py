@@ -25,6 +25,7 @@ class Reason(StrEnum):
     ALREADY_SENT = "already_sent"  # an earlier run delivered it (its QBO status may be fixed now)
     CLAIMED_BY_ANOTHER_RUN = "claimed_by_another_run"
     OUTCOME_UNKNOWN = "outcome_unknown"
+    STOPPED = "stopped"  # the run was told to stop (SIGTERM) before it finished this invoice
     ERROR = "error"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from integrations.report import Section, money, render_html, render_text
+from integrations.report import Section, money, render_html, render_text, stopped_sections
 from send_invoices.results import QUIET_REASONS, Delivery, Outcome
 
 
@@ -28,7 +28,7 @@ class Report:
     delivery: str = "qbo"
 
 
-def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) -> Report:
+def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False, stopped: str = "") -> Report:
     sent = [r for r in results if r.outcome in (Outcome.SENT, Outcome.WOULD_SEND)]
     review = [r for r in results if r.outcome is Outcome.NEEDS_REVIEW]
     failed = [r for r in results if r.outcome is Outcome.FAILED]
@@ -36,6 +36,7 @@ def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) 
     warnings = [f"{r.doc_number} ({r.customer}): {r.warning}" for r in results if r.warning]
     total = sum((r.amount for r in sent), Decimal("0"))
     sections = [
+        *stopped_sections(stopped),
         _sent_section(sent, delivery, dry_run),
         _invoice_section(f"Needs a person to check ({len(review)})", "Why", review),
         _invoice_section(f"Failed ({len(failed)})", "Reason", failed),
@@ -54,6 +55,8 @@ def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) 
     subject = f"[QBO invoices] sent {len(sent)} ({money(total)})"
     if failed or review:
         subject += f", {len(failed) + len(review)} NEED ATTENTION"
+    if stopped:
+        subject = subject.replace("[QBO invoices]", "[QBO invoices] STOPPED EARLY:", 1)
     noteworthy_skips = [r for r in skipped if r.code not in QUIET_REASONS]
     return Report(
         subject=subject,
@@ -61,7 +64,8 @@ def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) 
         text=render_text(heading, intro, sections),
         table=[_table_row(r) for r in results],
         counts=counts,
-        worth_mailing=bool(sent or review or failed or noteworthy_skips or warnings) and not dry_run,
+        worth_mailing=bool(sent or review or failed or noteworthy_skips or warnings or stopped)
+        and not dry_run,
         delivery=delivery,
     )
 

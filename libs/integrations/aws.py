@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,11 +51,13 @@ BOTO_CONFIG = Config(
 # masking "environment": "sandbox" would hide every mention of the word in every log line.
 IDENTIFIER_FIELDS = frozenset({"environment", "realm_id", "team_id", "tenant_id"})
 
-# A run that holds a ledger claim longer than this is presumed dead, and its claim may be taken
-# over (the stored QBO requestid goes with it, so the takeover cannot duplicate the write).
-CLAIM_LEASE_SECONDS = 30 * 60
+# A claim whose lease ran out belongs to a dead run and may be taken over (the stored QBO
+# requestid goes with it, so the takeover cannot duplicate the write). A live run renews the
+# leases of the claims it holds from a heartbeat thread (integrations.claims): the lease is short.
+CLAIM_LEASE_SECONDS = 60
+DOCUMENT_CHUNK_BYTES = 300_000  # DynamoDB items hold at most 400 KB
 
-LEDGER_STATUSES = frozenset({"created", "sent", "failed", "needs_review", "skipped"})
+LEDGER_STATUSES = frozenset({"claimed", "created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
 
 
@@ -529,6 +532,88 @@ class Ledger:
             ) from None
         except BotoCoreError as exc:
             raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+
+    def renew(self, key: str, run_id: str, lease_seconds: float) -> bool:
+        """Extend the lease of a claim this run still holds; False when it no longer does."""
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET #lease = :lease",
+                ConditionExpression="#run = :run AND #s = :claimed",
+                ExpressionAttributeNames={"#lease": "lease_expires_at", "#run": "run_id", "#s": "status"},
+                ExpressionAttributeValues={
+                    ":lease": _epoch(self._clock() + timedelta(seconds=lease_seconds)),
+                    ":run": run_id,
+                    ":claimed": "claimed",
+                },
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        return True
+
+    def annotate(self, key: str, status: str, attributes: Mapping[str, Any]) -> bool:
+        """Merge ``attributes`` into a finished row (status ``status``) without holding a claim, e.g.
+        to note that a later run archived a created invoice's usage file. False when the row is not
+        (or no longer) in that status."""
+        names = {"#s": "status", "#updated": "updated_at"}
+        values: dict[str, Any] = {":status": status, ":now": _iso(self._clock())}
+        sets = ["#updated = :now", *_attribute_updates(_to_dynamo(dict(attributes)), names, values)]
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#s = :status",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        return True
+
+    # -- documents (what a run must be able to reproduce later, e.g. a usage CSV)
+
+    def put_document(self, key: str, content: bytes, retain_days: int = 400) -> None:
+        """Store ``content`` (compressed, in chunks under DynamoDB's 400 KB item limit) as
+        ``doc#<key>#<n>``, replacing an older copy."""
+        packed = zlib.compress(content, 9)
+        chunks = [
+            packed[i : i + DOCUMENT_CHUNK_BYTES] for i in range(0, len(packed), DOCUMENT_CHUNK_BYTES)
+        ] or [b""]
+        expires = _epoch_int(self._clock() + timedelta(days=retain_days))
+        for index, chunk in enumerate(chunks):
+            item = {"pk": f"doc#{key}#{index}", "status": "document", "data": chunk, "expires_at": expires}
+            if index == 0:
+                item["chunks"] = len(chunks)
+            try:
+                self._table.put_item(Item=item)
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error("dynamodb", f"PutItem doc#{key}#{index}", exc) from None
+
+    def get_document(self, key: str) -> bytes | None:
+        """The content stored by ``put_document``, or None when there is none (or it is incomplete)."""
+        parts: list[bytes] = []
+        count = 1
+        index = 0
+        while index < count:
+            try:
+                item = self._table.get_item(Key={"pk": f"doc#{key}#{index}"}, ConsistentRead=True).get("Item")
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error("dynamodb", f"GetItem doc#{key}#{index}", exc) from None
+            if item is None:
+                return None
+            if index == 0:
+                count = int(item.get("chunks", 1))
+            parts.append(bytes(item["data"]))
+            index += 1
+        return zlib.decompress(b"".join(parts))
 
     # -- lease locks
 

@@ -27,6 +27,7 @@ from loguru import logger
 from integrations import aws, errors
 from integrations.config import Settings, load_settings
 from integrations.identifiers import is_client_number
+from integrations.lifecycle import signal_received, stop_on_signals
 from integrations.logging import mask, setup_logging
 from integrations.services import Services
 from integrations.services import connect as connect_services
@@ -39,6 +40,7 @@ class JobOptions:
     dry_run: bool = False
     period: str | None = None  # YYYY-MM
     clients: tuple[str, ...] = ()
+    resend: str | None = None  # send: deliver this invoice (doc number or id) again, on purpose
 
 
 @dataclass
@@ -79,9 +81,20 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     parser.add_argument(
         "--client", type=_client, action="append", default=[], help="only this client (repeatable)"
     )
+    parser.add_argument(
+        "--resend",
+        metavar="DOC_NUMBER",
+        help="send: mail this invoice of this system again (doc number or QBO id), whatever its status",
+    )
     args = parser.parse_args(list(argv))
     job = "create-invoices" if args.create_invoices else "send-invoices"
-    return job, JobOptions(dry_run=args.dry_run, period=args.period, clients=tuple(args.client))
+    if args.resend is not None and job != "send-invoices":
+        parser.error("--resend goes with --send-invoices")
+    if args.resend is not None and not args.resend.strip():
+        parser.error("--resend needs a doc number or invoice id")
+    return job, JobOptions(
+        dry_run=args.dry_run, period=args.period, clients=tuple(args.client), resend=args.resend
+    )
 
 
 def load_job(name: str) -> JobFunction:
@@ -133,7 +146,8 @@ def run(
             clients=",".join(options.clients) or "all",
         )
         services = connect(settings)
-        outcome = job(settings, options, services)
+        with stop_on_signals(services.stop):
+            outcome = job(settings, options, services)
     except errors.ConfigError as exc:
         logger.error(str(exc))
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
@@ -192,4 +206,11 @@ def _publish_metric(services: Services, job_name: str, outcome: JobOutcome) -> N
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:], os.environ))
+    code = run(sys.argv[1:], os.environ)
+    if signal_received():
+        # Told to stop: the summary and mail are out; calls still in flight were abandoned on
+        # purpose (the next run takes their claims over), so do not wait for their threads.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -129,8 +129,8 @@ class ClickUpClient:
             if not isinstance(data, list):
                 raise errors.GarbledResponse(SERVICE, operation, "reply has no 'data' list")
             for index, raw in enumerate(data):
-                entry = _time_entry(raw, index, operation)
-                if start_ms <= to_ms(entry.start) < end_ms:
+                entry = _time_entry(raw, index, operation, window_start)
+                if entry.problem is not None or start_ms <= to_ms(entry.start) < end_ms:
                     found.setdefault(entry.id, entry)
             window_start = window_end
         entries = sorted(found.values(), key=lambda e: (e.start, e.id))
@@ -138,7 +138,11 @@ class ClickUpClient:
         return entries
 
 
-def _int_field(raw: Mapping[str, Any], name: str, entry_id: str, operation: str) -> int | None:
+class _BadField(ValueError):
+    """A field of one time entry that cannot be read: that entry is unusable, the others are fine."""
+
+
+def _int_field(raw: Mapping[str, Any], name: str) -> int | None:
     """ClickUp sends these as strings or numbers: accept both, reject anything else."""
     value = raw.get(name)
     if value is None or value == "":
@@ -148,30 +152,43 @@ def _int_field(raw: Mapping[str, Any], name: str, entry_id: str, operation: str)
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise errors.GarbledResponse(
-            SERVICE, operation, f"time entry {entry_id}: field {name!r} is not a whole number"
-        ) from None
+        raise _BadField(f"field {name!r} is not a whole number ({str(value)[:40]!r})") from None
 
 
 def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
+def _time_entry(raw: Any, index: int, operation: str, window_start: datetime) -> TimeEntry:
+    """One entry as sent. A malformed one comes back with ``problem`` set (and its location, so it
+    fails only its own client) instead of failing the whole request."""
     if not isinstance(raw, dict):
         raise errors.GarbledResponse(SERVICE, operation, f"time entry #{index} is not an object")
-    entry_id = _str_or_none(raw.get("id"))
-    if entry_id is None:
-        raise errors.GarbledResponse(SERVICE, operation, f"time entry #{index}: field 'id' is missing")
-    start = _int_field(raw, "start", entry_id, operation)
-    if start is None:
-        raise errors.GarbledResponse(SERVICE, operation, f"time entry {entry_id}: field 'start' is missing")
-    duration = _int_field(raw, "duration", entry_id, operation)
-    if duration is None:
-        raise errors.GarbledResponse(
-            SERVICE, operation, f"time entry {entry_id}: field 'duration' is missing"
-        )
-    end = _int_field(raw, "end", entry_id, operation)  # running timers: missing or 0
+    entry_id = _str_or_none(raw.get("id")) or f"(no id, #{index} of the page)"
+    problems: list[str] = []
+
+    def number(name: str, required: bool) -> int | None:
+        try:
+            value = _int_field(raw, name)
+        except _BadField as exc:
+            problems.append(str(exc))
+            return None
+        if value is None and required:
+            problems.append(f"field {name!r} is missing")
+        return value
+
+    start, duration = number("start", True), number("duration", True)
+    end = number("end", False)  # running timers: missing or 0
+    for name, value in (("start", start), ("end", end)):
+        if value and not 0 <= value < 253_402_300_800_000:  # before year 10000
+            problems.append(f"field {name!r} is not a plausible time ({value})")
+            start, end = (None, end) if name == "start" else (start, None)
+    if raw.get("id") in (None, ""):
+        problems.append("field 'id' is missing")
+    if end and duration is not None and duration < 0:
+        problems.append(f"a finished entry (it has an end) with a negative duration ({duration} ms)")
+    if end and start is not None and end < start:
+        problems.append("its end is before its start")
     user = raw.get("user") if isinstance(raw.get("user"), dict) else {}
     task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
     location = raw.get("task_location") if isinstance(raw.get("task_location"), dict) else {}
@@ -183,9 +200,9 @@ def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
         user_id=_str_or_none(user.get("id")) or "",
         user_name=str(user.get("username") or user.get("email") or ""),
         billable=bool(billable),
-        start=from_ms(start),
+        start=from_ms(start) if start is not None else window_start,
         end=from_ms(end) if end else None,
-        duration_ms=duration,
+        duration_ms=duration if duration is not None and not problems else 0,
         task_id=_str_or_none(task.get("id")),
         task_name=_str_or_none(task.get("name")),
         description=str(raw.get("description") or ""),
@@ -195,6 +212,7 @@ def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
         space_name=_str_or_none(location.get("space_name")),
         folder_name=_str_or_none(location.get("folder_name")),
         list_name=_str_or_none(location.get("list_name")),
+        problem="; ".join(problems) or None,
     )
 
 

@@ -80,6 +80,10 @@ class Settings:
     http_max_retry_after_seconds: float = 120.0
     scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
     business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
+    claim_ttl_seconds: float = 60.0  # a claim not renewed for this long belongs to a dead run
+    stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
+    create_workers: int = 4  # clients billed at once
+    send_workers: int = 1  # invoices delivered at once
     extra: dict = field(default_factory=dict, compare=False)
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
@@ -222,6 +226,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         http_max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, problems),
         scheduled_time=scheduled,
         business_time_zone=_time_zone(env, problems),
+        claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),
+        stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
+        create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
+        send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
     )
     if problems:
         raise ConfigError(problems)

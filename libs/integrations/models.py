@@ -145,10 +145,14 @@ class TimeEntry:
     space_name: str | None = None
     folder_name: str | None = None
     list_name: str | None = None
+    # what is wrong with the entry as ClickUp sent it (a duration that is not a number, a finished
+    # entry with a negative duration): it cannot be billed, and fails only the client it belongs to
+    problem: str | None = None
 
     @property
     def running(self) -> bool:
-        return self.duration_ms < 0
+        """A timer still running: ClickUp reports a negative duration and no end."""
+        return self.problem is None and self.duration_ms < 0 and self.end is None
 
 
 class _HasId(Protocol):

@@ -141,14 +141,14 @@ class GraphClient:
         try:
             return fn()
         except requests.exceptions.Timeout:
-            raise errors.TransportError(SERVICE, operation, "timed out (after retries)") from None
+            raise errors.TransportError(SERVICE, operation, "timed out") from None
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             kind = errors.ServerError if status and status >= 500 else errors.ServiceError
             raise kind(SERVICE, operation, "identity provider error", status=status) from None
         except requests.exceptions.RequestException as exc:
             raise errors.TransportError(
-                SERVICE, operation, f"connection failed ({exc.__class__.__name__}, after retries)"
+                SERVICE, operation, f"connection failed ({exc.__class__.__name__})"
             ) from None
         except ValueError as exc:  # msal: discovery 4xx, invalid authority, non-JSON reply
             first = (str(exc).splitlines() or [""])[0][:300]

@@ -175,7 +175,7 @@ class QboTokens:
             secret = self._read_secret()  # another process may have rotated it meanwhile
             self._secret = secret
             try:
-                return self._exchange(secret)
+                return self._exchange_once_more_if_lost(secret)
             except _InvalidGrant as first:
                 fresh = self._read_secret()
                 if fresh["refresh_token"] == secret["refresh_token"]:
@@ -183,7 +183,7 @@ class QboTokens:
                 logger.info("QBO refresh token was replaced in the secret meanwhile; retrying once with it")
                 self._secret = fresh
                 try:
-                    return self._exchange(fresh)
+                    return self._exchange_once_more_if_lost(fresh)
                 except _InvalidGrant as second:
                     raise self._reauthorization(second.error) from None
         finally:
@@ -214,6 +214,20 @@ class QboTokens:
                 ttl=TOKEN_LOCK_TTL_SECONDS,
                 error=mask(str(exc)),
             )
+
+    def _exchange_once_more_if_lost(self, secret: Mapping[str, Any]) -> str:
+        """A token reply lost on the way (timeout, dropped connection, 5xx, unreadable body) may
+        have rotated the refresh token without our knowing the new value. Intuit keeps answering
+        the previous value for a while (qbo-api.md: it changes about every 24 h and the old one
+        stays valid), so the same token is tried exactly once more, still under the lock; if QBO
+        then refuses it, the caller asks for re-authorisation instead of guessing."""
+        try:
+            return self._exchange(secret)
+        except (errors.TransportError, errors.ServerError, errors.GarbledResponse) as exc:
+            logger.warning(
+                "QBO token reply lost ({error}); trying once more with the same refresh token", error=str(exc)
+            )
+            return self._exchange(secret)
 
     def _exchange(self, secret: Mapping[str, Any]) -> str:
         """POST the refresh token; save the rotated one; only then keep the access token."""

@@ -24,6 +24,22 @@ class Section:
     numeric: set[str] = field(default_factory=set)  # column names aligned right
 
 
+def stopped_sections(reason: str) -> list[Section]:
+    """The first section of a run's mail when it was told to stop before it finished."""
+    if not reason:
+        return []
+    return [
+        Section(
+            "Stopped early",
+            lines=[
+                f"The run received {reason} and stopped before it finished: what it did not finish is "
+                "listed below as failed ('stopped early'). The next scheduled run finishes it; nothing "
+                "is billed or sent twice. To finish now, run the job again."
+            ],
+        )
+    ]
+
+
 def money(amount: Decimal) -> str:
     return f"${amount:,.2f}"
 

@@ -7,7 +7,7 @@ code 2 before anything is written.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from loguru import logger
@@ -16,6 +16,7 @@ from integrations import errors
 from integrations.aws import AwsClients, ClientRegistry, Ledger, SecretStore, aws_clients
 from integrations.clickup import ClickUpClient, build_clickup
 from integrations.config import Settings
+from integrations.lifecycle import StopSignal
 from integrations.models import Attachment
 from integrations.msgraph import GraphClient, build_graph
 from integrations.qbo import QboClient, build_qbo
@@ -31,6 +32,7 @@ class Services:
     secrets: SecretStore
     ledger: Ledger
     registry: ClientRegistry
+    stop: StopSignal = field(default_factory=StopSignal)  # set on SIGTERM/SIGINT
 
     def _secret(self, name: str) -> dict:
         try:

@@ -46,7 +46,16 @@ class Harness:
         self._runs = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**self.sandbox.env, "LOG_FORMAT": "json", "HTTP_MAX_RETRY_AFTER_SECONDS": "2", **extra}
+        # Short leases and stop grace: a re-run right after a crash takes the dead run's claims over
+        # within seconds (production: about a minute), and SIGTERM tests finish quickly.
+        fast = {"CLAIM_TTL_SECONDS": "3", "STOP_GRACE_SECONDS": "3"}
+        return {
+            **self.sandbox.env,
+            "LOG_FORMAT": "json",
+            "HTTP_MAX_RETRY_AFTER_SECONDS": "2",
+            **fast,
+            **extra,
+        }
 
     def run(self, *args: str, **extra_env: str) -> JobRun:
         """Run the entrypoint in this process, exactly as the container would, and collect its output."""
@@ -85,19 +94,6 @@ class Harness:
             for i in self.state()["invoices"]
             if (marker := find_marker(i.get("PrivateNote"))) is not None and marker.period == period
         ]
-
-    def expire_ledger_leases(self) -> None:
-        """Let time pass: every claim's lease is over, as if the crashed run died long ago."""
-        table = self.sandbox.aws_client("dynamodb")
-        name = self.sandbox.env["LEDGER_TABLE"]
-        for item in table.scan(TableName=name)["Items"]:
-            if item.get("status", {}).get("S") == "claimed":
-                table.update_item(
-                    TableName=name,
-                    Key={"pk": item["pk"]},
-                    UpdateExpression="SET lease_expires_at = :past",
-                    ExpressionAttributeValues={":past": {"N": "1"}},
-                )
 
 
 def make_harness(tmp_path: Path, capsys: pytest.CaptureFixture[str], scenario: Mapping[str, Any] | None):

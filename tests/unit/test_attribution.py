@@ -211,3 +211,29 @@ def test_naive_start_times_are_refused():
     bad = TimeEntry("e1", "u", "U", True, datetime(2026, 10, 5), None, HOUR_MS)
     with pytest.raises(ValueError, match="timezone-aware"):
         attribute_time([bad], CLIENTS, OCTOBER)
+
+
+def test_a_malformed_entry_fails_only_its_own_client_or_is_listed_with_its_problem():
+    from dataclasses import replace
+
+    bad_acme = replace(entry("bad-1", list_id="L-acme", duration_ms=0), problem="field 'duration' is missing")
+    bad_nobody = replace(
+        entry("bad-2", list_id="L-unknown", duration_ms=0), problem="field 'start' is missing"
+    )
+    bad_unbillable = replace(entry("bad-3", list_id="L-acme", billable=False), problem="x")
+    result = attribute_time(
+        [bad_acme, bad_nobody, bad_unbillable, entry("ok", folder_id="F-beta")], CLIENTS, OCTOBER
+    )
+
+    assert ids(result.malformed["10002"]) == ["bad-1"] and result.by_client["10002"] == []
+    assert ids(result.by_client["10003"]) == ["ok"] and "10003" not in result.malformed
+    assert ids(result.unattributed) == ["bad-2"]
+    assert result.reasons["bad-2"] == "malformed entry: field 'start' is missing"
+    assert result.non_billable_count == 1
+
+
+def test_a_finished_entry_with_a_negative_duration_is_not_a_running_timer():
+    finished = TimeEntry(
+        "e1", "u1", "Zoë", True, datetime(2026, 10, 2, tzinfo=UTC), datetime(2026, 10, 2, 1, tzinfo=UTC), -5
+    )
+    assert not finished.running

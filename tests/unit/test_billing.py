@@ -100,7 +100,7 @@ def entry(
         user_name=user,
         billable=True,
         start=begin,
-        end=begin + timedelta(milliseconds=max(ms, 0)),
+        end=begin + timedelta(milliseconds=ms) if ms >= 0 else None,
         duration_ms=ms,
         task_id=task_id,
         task_name=task_name,
@@ -648,3 +648,11 @@ def test_lines_chosen_by_the_caller_are_renumbered_in_the_trace():
     lines = full_invoice_lines()
     draft = _draft([lines[4], lines[5]])
     assert [row.line for line in draft.lines for row in line.trace] == [1, 1, 2]
+
+
+def test_an_ended_run_without_a_start_is_named_not_dropped():
+    broken = ProcessRun("r9", "ws", "p", "Invoice bot", "completed", None, at("2026-10-02T10:00:00"), D(60))
+    with pytest.raises(ValueError, match="process run r9 .*completed but has no started_at"):
+        aggregate_runtime([broken], OCTOBER)
+    never_started = replace(broken, state="new", ended_at=None, duration_seconds=None)
+    assert aggregate_runtime([never_started], OCTOBER).processes == []

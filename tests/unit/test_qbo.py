@@ -509,8 +509,11 @@ def test_timeout_raises_transport_error_after_retries(local_http_server):
     local_http_server.script("GET", path, Scripted(200, {"Invoice": {"Id": "1"}}, delay=0.3))
 
     # (requests reports read timeouts that used up the retries as a ConnectionError: same error type)
-    with pytest.raises(errors.TransportError, match="after retries"):
+    with pytest.raises(errors.TransportError, match=r"timed out \(3 attempts\)"):
         make_client(local_http_server.url, fast_session(timeout=0.15)).get_invoice("1")
+    deadline = time.monotonic() + 2  # the server thread may record the last call a moment later
+    while len(local_http_server.calls("GET", path)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(local_http_server.calls("GET", path)) == 3
     time.sleep(0.2)  # let the late replies hit their closed sockets while this test still captures output
 

@@ -382,6 +382,7 @@ def test_garbled_token_reply_is_reported_without_echoing_the_body(store, ledger)
         mock.add("POST", TOKEN_URL, status=200, body=body, content_type="application/x-www-form-urlencoded")
         with pytest.raises(errors.GarbledResponse) as caught:
             make_tokens(store, ledger).access_token()
+        assert len(mock.calls) == 2  # tried once more with the same token, then reported
 
     assert "may have been lost" in str(caught.value)
     assert_no_secret_in(caught.value, ["access-token-form-777", "refresh-token-form-777"])
@@ -396,21 +397,34 @@ def test_rotated_refresh_token_is_saved_even_when_the_reply_lacks_an_access_toke
     assert store.values[SECRET_NAME]["refresh_token"] == "refresh-token-partial"
 
 
-def test_token_endpoint_5xx_and_timeouts_are_not_replayed(store, ledger, local_http_server):
-
-    local_http_server.script("POST", "/token", Scripted(503, {"error": "unavailable"}), Scripted(200, {}))
+def test_a_lost_token_reply_is_tried_once_more_with_the_same_token(store, ledger, local_http_server):
+    """The session never replays the POST itself; the token code tries exactly once more, under
+    the lock, with the same refresh token (Intuit keeps the previous value valid)."""
+    reply = {
+        "access_token": "access-token-second",
+        "refresh_token": "refresh-token-second",
+        "expires_in": 3600,
+    }
+    local_http_server.script("POST", "/token", Scripted(503, {"error": "unavailable"}), Scripted(200, reply))
     session = build_session("qbo-oauth", max_retries=3, backoff_factor=0.01, timeout=0.3)
     tokens = make_tokens(store, ledger, session=session, token_url=f"{local_http_server.url}/token")
 
-    with pytest.raises(errors.ServerError):
-        tokens.access_token()
-    assert len(local_http_server.calls("POST", "/token")) == 1
+    assert tokens.access_token() == "access-token-second"
+    calls = local_http_server.calls("POST", "/token")
+    assert len(calls) == 2 and calls[0].body == calls[1].body  # the same refresh token both times
+    assert store.values[SECRET_NAME]["refresh_token"] == "refresh-token-second"
 
+
+def test_a_token_reply_lost_twice_is_a_transport_error_not_a_crash(store, ledger, local_http_server):
     local_http_server.script("POST", "/token", Scripted(200, {"access_token": "x" * 10}, delay=0.45))
+    session = build_session("qbo-oauth", max_retries=3, backoff_factor=0.01, timeout=0.3)
+    tokens = make_tokens(store, ledger, session=session, token_url=f"{local_http_server.url}/token")
+
     with pytest.raises(errors.TransportError):
         tokens.access_token()
-    assert len(local_http_server.calls("POST", "/token")) == 2  # the timed-out POST was not resent
+    assert len(local_http_server.calls("POST", "/token")) == 2  # once more, never a blind third time
     assert ledger.released == ledger.acquired
+    assert store.values[SECRET_NAME]["refresh_token"] == FIRST_REFRESH
     time.sleep(0.2)  # let the late reply hit its closed socket while this test still captures output
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from integrations.aws import Ledger
 from integrations.config import Settings
+from integrations.lifecycle import StopSignal
 from integrations.models import Attachment, ClientRecord, InvalidRecord, Member, ProcessRun, TimeEntry
 
 _LOCK = threading.Lock()
@@ -114,6 +115,9 @@ class FakeGraph:
     mails: list[dict] = field(default_factory=list)
     fault: Exception | None = None  # raised after the mail was accepted (a lost reply)
 
+    def access_token(self) -> str:
+        return "graph-access-token"
+
     def send_mail(self, sender: str, to: Sequence[str], subject: str, html: str, **kwargs: Any) -> None:
         self.mails.append({"from": sender, "to": list(to), "subject": subject, **kwargs})
         if self.fault is not None:
@@ -160,6 +164,7 @@ class FakeServices:
     clickup: FakeClickUp = field(default_factory=FakeClickUp)
     robocorp: FakeRobocorp = field(default_factory=FakeRobocorp)
     registry: FakeRegistry = field(default_factory=FakeRegistry)
+    stop: StopSignal = field(default_factory=StopSignal)
     archived: dict[str, bytes] = field(default_factory=dict)
     bookkeeper_mails: list[dict] = field(default_factory=list)
 

@@ -11,10 +11,9 @@ from create_invoices.job import CreateRun
 from create_invoices.period import Period
 from create_invoices.results import Outcome
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import JobOptions
 from integrations.qbo import request_id_for
-from tests.unit.jobs.fakes import FakeServices, ledger_rows
+from tests.unit.jobs.fakes import FakeServices, ledger_rows, robot_run
 
 OCTOBER = Period(2026, 10)
 NOW = datetime(2026, 11, 4, 17, 0, tzinfo=UTC)
@@ -62,19 +61,46 @@ def test_an_invoice_with_our_marker_but_no_ledger_row_is_recorded_not_recreated(
     again = create(services, run_id="run-2")
 
     assert len(services.qbo.invoices) == 2
-    assert again["10002"]["reason"] == "already invoiced"
+    assert again["10002"]["reason"].startswith("already invoiced")
     assert ledger_rows(services.ledger)["invoice#10002#2026-10"].status == "created"
+
+
+def test_a_usage_csv_that_could_not_be_archived_is_archived_by_the_next_run(services: FakeServices) -> None:
+    def sharepoint_down(parts, content):
+        raise errors.ServerError("graph", "upload", "503", status=503)
+
+    archive = services.archive
+    services.archive = sharepoint_down  # type: ignore[method-assign]
+    first = create(services)
+    assert "usage CSV not archived" in first["10002"]["reason"] and services.archived == {}
+    created_csv = ledger_rows(services.ledger)  # the detail recorded at creation
+    assert created_csv["invoice#10002#2026-10"].attributes["archived"] is False
+
+    services.archive = archive  # type: ignore[method-assign]
+    services.robocorp.runs["ws-a"].append(robot_run("late", "ws-a", 3600))  # must NOT change the archive
+    second = create(services, run_id="run-2")
+
+    assert len(services.qbo.invoices) == 2
+    assert "usage CSV archived now" in second["10002"]["reason"]
+    csv_text = services.archived["2026-10/10002 - Acme CPA/usage-10002-2026-10.csv"].decode("utf-8-sig")
+    assert "r1" in csv_text and "late" not in csv_text
+    assert ledger_rows(services.ledger)["invoice#10002#2026-10"].attributes["archived"] is True
+    third = create(services, run_id="run-3")
+    assert third["10002"]["reason"] == "already invoiced"
 
 
 def test_a_claim_held_by_another_run_is_not_created_twice(services: FakeServices) -> None:
     key = "invoice#10002#2026-10"
-    services.ledger.claim(key, "other-run", request_id_for(key, "create"), CLAIM_LEASE_SECONDS)
+    services.ledger.claim(
+        key, "other-run", request_id_for(key, "create"), 60
+    )  # alive: the clock stands still
 
     result = create(services)
 
     assert totals(services) == {"59": "90.00"}
-    assert result["10002"]["outcome"] == Outcome.SKIPPED
-    assert result["10002"]["reason"] == "claimed by another run (claimed)"
+    assert result["exit"] == 1  # not done, so not exit 0
+    assert result["10002"]["outcome"] == Outcome.FAILED
+    assert result["10002"]["reason"].startswith("claimed by another run that is still working on it")
 
 
 def test_a_lost_create_reply_is_replayed_by_the_same_requestid(services: FakeServices, clock) -> None:

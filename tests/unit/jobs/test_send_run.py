@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import JobOptions
 from integrations.qbo import request_id_for
 from send_invoices.job import SendRun
@@ -60,8 +59,8 @@ def test_qbo_mode_sends_each_waiting_invoice_once(send_services: FakeServices) -
     assert first["exit"] == 0 and send_services.qbo.sent == ["201", "202"]
     assert again["exit"] == 0 and "10002-202610" not in again  # EmailSent: no longer waiting
     assert {k: r.status for k, r in ledger_rows(send_services.ledger).items()} == {
-        "send#201#0": "sent",
-        "send#202#0": "sent",
+        "send#201": "sent",
+        "send#202": "sent",
     }
     assert set(send_services.archived) == {
         "2026-10/10002 - Acme CPA/Invoice-10002-202610.pdf",
@@ -69,13 +68,19 @@ def test_qbo_mode_sends_each_waiting_invoice_once(send_services: FakeServices) -
     }
 
 
+def crashed_while_mailing(services: FakeServices, key: str, clock) -> None:
+    """A run claimed the delivery, noted that it was about to mail, and died."""
+    services.ledger.claim(key, "crashed", request_id_for(key, "send"), 60)
+    services.ledger.record(key, "crashed", "claimed", {"stage": "mailing"})
+    clock.advance(61)
+
+
 def test_a_crashed_qbo_send_that_went_out_is_confirmed_in_qbo_not_resent(
     send_services: FakeServices, clock
 ) -> None:
-    key = "send#201#0"
-    send_services.ledger.claim(key, "crashed", request_id_for(key, "send"), CLAIM_LEASE_SECONDS)
+    key = "send#201"
+    crashed_while_mailing(send_services, key, clock)
     send_services.qbo.invoices[0].update(EmailStatus="NeedToSend", DeliveryInfo={"DeliveryType": "Email"})
-    clock.advance(CLAIM_LEASE_SECONDS + 1)
 
     result = send(send_services)
 
@@ -85,9 +90,7 @@ def test_a_crashed_qbo_send_that_went_out_is_confirmed_in_qbo_not_resent(
 
 
 def test_a_crashed_qbo_send_that_did_not_go_out_is_sent_now(send_services: FakeServices, clock) -> None:
-    key = "send#201#0"
-    send_services.ledger.claim(key, "crashed", request_id_for(key, "send"), CLAIM_LEASE_SECONDS)
-    clock.advance(CLAIM_LEASE_SECONDS + 1)
+    crashed_while_mailing(send_services, "send#201", clock)
 
     send(send_services)
 
@@ -95,13 +98,16 @@ def test_a_crashed_qbo_send_that_did_not_go_out_is_sent_now(send_services: FakeS
 
 
 def test_a_delivery_claimed_by_a_live_run_is_left_alone(send_services: FakeServices) -> None:
-    key = "send#201#0"
-    send_services.ledger.claim(key, "other-run", request_id_for(key, "send"), CLAIM_LEASE_SECONDS)
+    key = "send#201"
+    send_services.ledger.claim(
+        key, "other-run", request_id_for(key, "send"), 60
+    )  # alive: the clock stands still
 
     result = send(send_services)
 
     assert send_services.qbo.sent == ["202"]
-    assert result["10002-202610"]["reason"] == "claimed by another run (claimed)"
+    assert result["exit"] == 1 and result["10002-202610"]["outcome"] == Outcome.FAILED
+    assert result["10002-202610"]["reason"].startswith("another run is still sending it")
 
 
 def test_graph_mode_mails_the_pdf_and_marks_the_invoice_sent(send_services: FakeServices) -> None:
@@ -139,7 +145,7 @@ def test_a_failed_mark_as_sent_is_finished_later_without_resending(send_services
     second = send(send_services, mode="graph", run_id="run-2", clients=("10002",))
 
     assert len(send_services.graph.mails) == 1
-    assert second["10002-202610"]["reason"] == "already sent; QuickBooks status updated now"
+    assert second["10002-202610"]["reason"].startswith("already sent; QuickBooks marked EmailSent again")
     assert send_services.qbo.invoices[0]["EmailStatus"] == "EmailSent"
 
 
@@ -160,3 +166,57 @@ def test_an_excluded_customer_alone_mails_nobody(send_services: FakeServices) ->
     result = send(send_services)
 
     assert result["exit"] == 0 and send_services.qbo.sent == [] and send_services.bookkeeper_mails == []
+
+
+def test_a_crash_before_the_mail_call_is_sent_by_the_next_run_even_in_graph_mode(
+    send_services: FakeServices, clock
+) -> None:
+    """needs_review only when a mail call was attempted (issue 10, point 9)."""
+    key = "send#201"
+    send_services.ledger.claim(key, "crashed", request_id_for(key, "send"), 60)  # died before mailing
+    clock.advance(61)
+
+    result = send(send_services, mode="graph", clients=("10002",))
+
+    assert result["exit"] == 0 and result["10002-202610"]["outcome"] == Outcome.SENT
+    assert [m["to"] for m in send_services.graph.mails] == [["ap@acme.example"]]
+
+
+def test_a_crash_after_the_graph_mail_call_needs_a_person(send_services: FakeServices, clock) -> None:
+    crashed_while_mailing(send_services, "send#201", clock)
+
+    result = send(send_services, mode="graph", clients=("10002",))
+
+    assert result["exit"] == 1 and result["10002-202610"]["outcome"] == Outcome.NEEDS_REVIEW
+    assert send_services.graph.mails == []
+
+
+def test_an_edited_invoice_is_not_a_new_delivery(send_services: FakeServices) -> None:
+    """The delivery is per invoice, not per SyncToken (issue 10, point 1)."""
+    send_services.qbo.faults["update"] = (
+        errors.ServerError("qbo", "update invoice", "503", status=503),
+        False,
+    )
+    send(send_services, mode="graph", clients=("10002",))
+    invoice = send_services.qbo.invoices[0]
+    invoice.update(CustomerMemo={"value": "edited"}, SyncToken=str(int(invoice["SyncToken"]) + 1))
+
+    send(send_services, mode="graph", run_id="run-2", clients=("10002",))
+
+    assert len(send_services.graph.mails) == 1 and invoice["EmailStatus"] == "EmailSent"
+
+
+def test_resend_is_a_persons_decision_and_mails_once_more(send_services: FakeServices) -> None:
+    send(send_services, mode="graph", clients=("10002",))
+
+    again = send(send_services, mode="graph", run_id="run-2", resend="10002-202610")
+
+    assert again["exit"] == 0 and again["10002-202610"]["outcome"] == Outcome.SENT
+    assert [m["to"] for m in send_services.graph.mails] == [["ap@acme.example"], ["ap@acme.example"]]
+
+
+def test_resend_refuses_an_unknown_number_and_names_candidates(send_services: FakeServices) -> None:
+    with pytest.raises(
+        errors.StartupError, match=r"no invoice of this system matches \(candidates: 10002-202610"
+    ):
+        send(send_services, resend="10002")
