@@ -124,13 +124,12 @@ class TerraformStack:
         return self._checked("apply", rc, out, err)
 
     def state_addresses(self) -> set[str]:
-        """Every resource address in the state (``terraform state list``); empty for a new state."""
+        """The managed resources in the state (``terraform state list`` minus data sources)."""
         rc, out, err = self._tf.cmd("state list", no_color=IsFlagged)
         if rc != 0 and "No state file was found" in (err or ""):
             return set()
-        return {
-            line.strip() for line in self._checked("state list", rc, out, err).splitlines() if line.strip()
-        }
+        listed = (line.strip() for line in self._checked("state list", rc, out, err).splitlines())
+        return {a for a in listed if a and not a.startswith("data.") and ".data." not in a}
 
     def import_resource(
         self, address: str, resource_id: str, variables: Mapping[str, Any] | None = None
