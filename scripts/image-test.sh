@@ -345,7 +345,7 @@ main() {
         pass "runs get a read-only root filesystem, /tmp as an ECS-style task volume (1777, writable) and uid ${IMAGE_USER%%:*}"
     else
         cat "$BUILD_DIR/probe.log" >&2
-        fail "the read-only runner does not isolate as intended (log: $BUILD_DIR/probe.log)"
+        fail "want a read-only root and /tmp writable (mode 1777) for uid ${IMAGE_USER%%:*}; got $(grep -E 'tmp-mode|denied|Read-only' "$BUILD_DIR/probe.log" | tr '\n' ';') (log: $BUILD_DIR/probe.log)"
     fi
     # ... and that the console script starts there.
     if run_readonly help "$BUILD_DIR/env-plain" -- "${ENTRYPOINT[@]}" --help &&
