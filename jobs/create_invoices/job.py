@@ -35,7 +35,7 @@ from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
 from integrations import errors
 from integrations.aws import CLAIM_LEASE_SECONDS
-from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
+from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError, UsageError
 from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment, ClientRecord, ProcessRun
 from integrations.qbo import request_id_for
@@ -126,9 +126,11 @@ class CreateRun:
         self._skipped_by_selection: list[ClientResult] = []
         wanted = set(self.options.clients)
         known = {c.client_id for c in clients}
-        for missing in sorted(wanted - known):
-            if not any(r.client_id == missing for r in results):
-                results.append(ClientResult(missing, missing, "failed", "not in the client registry"))
+        unknown = sorted(m for m in wanted - known if not any(r.client_id == m for r in results))
+        if unknown:  # a typo is a usage error: stop before anything is written or mailed
+            raise UsageError(
+                f"--client {', '.join(unknown)}: not in the client registry {self.settings.registry_table}"
+            )
         selected = []
         for client in sorted(clients, key=lambda c: c.client_id):
             name = client.customer_name or client.client_id

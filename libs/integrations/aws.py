@@ -77,6 +77,13 @@ class AwsClients:
 def aws_clients(settings: Settings) -> AwsClients:
     """Build the clients for ``settings.aws_region``; boto3 itself honours AWS_ENDPOINT_URL (sandbox)."""
     session = boto3.session.Session(region_name=settings.aws_region)
+    if session.get_credentials() is None:  # else the first call fails deep inside a job, as a traceback
+        from integrations.cli import StartupError  # here: cli is the entrypoint, not a dependency
+
+        raise StartupError(
+            "no AWS credentials found (environment, ~/.aws, SSO or the ECS task role); "
+            "set AWS_PROFILE or run inside the task, or use ENV=sandbox"
+        )
     return AwsClients(
         secrets=session.client("secretsmanager", config=BOTO_CONFIG),
         dynamodb=session.resource("dynamodb", config=BOTO_CONFIG),

@@ -52,6 +52,11 @@ class StartupError(errors.InvoiceProcessorError):
     """The run cannot start (for example an unreadable secret). Exit code 2."""
 
 
+class UsageError(StartupError):
+    """The command line names something that does not exist (an unknown --client). Exit code 2,
+    nothing written, nobody mailed."""
+
+
 JobFunction = Callable[[Settings, JobOptions], JobOutcome]
 
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from loguru import logger
+
 from integrations.errors import ConfigError
 
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
@@ -117,6 +119,25 @@ def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[
     return value.rstrip("/") if value else value
 
 
+def parse_scheduled_time(raw: str) -> datetime | None:
+    """When the scheduler meant to run us, or None (= now) when SCHEDULED_TIME is empty, unparseable
+    or left unsubstituted (``<aws.scheduler.scheduled-time>``). The one setting that falls back
+    instead of failing the start (DESIGN section 7): a Scheduler quirk must not stop billing."""
+    if not raw:
+        return None
+    try:
+        scheduled = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if scheduled.tzinfo is None:
+            raise ValueError("no time zone")
+    except ValueError:
+        logger.warning(
+            "SCHEDULED_TIME {value!r} is not an ISO 8601 time with a zone; using the current time instead",
+            value=raw[:80],
+        )
+        return None
+    return scheduled
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping; raise ConfigError naming every problem."""
     problems: list[str] = []
@@ -138,17 +159,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if site_path and not site_path.startswith("/"):
         problems.append(f"SHAREPOINT_SITE_PATH must start with / like /sites/Finance (got {site_path!r})")
 
-    scheduled: datetime | None = None
-    raw_scheduled = get("SCHEDULED_TIME")
-    if raw_scheduled:
-        try:
-            scheduled = datetime.fromisoformat(raw_scheduled.replace("Z", "+00:00"))
-            if scheduled.tzinfo is None:
-                raise ValueError("no time zone")
-        except ValueError:
-            problems.append(f"SCHEDULED_TIME must be an ISO 8601 time with a zone (got {raw_scheduled!r})")
-            scheduled = None
-
+    scheduled = parse_scheduled_time(get("SCHEDULED_TIME"))
     settings = Settings(
         aws_region=get("AWS_REGION"),
         qbo_secret_name=get("QBO_SECRET_NAME"),
