@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from create_invoices.period import Period
 
+from create_invoices.period import Period
 from tests.e2e.conftest import Harness, default_scenario
 
 pytestmark = pytest.mark.e2e
