@@ -54,7 +54,17 @@ class Services:
 
     @cached_property
     def clickup(self) -> ClickUpClient:
-        return build_clickup(self.settings, self._secret(self.settings.clickup_secret_name))
+        """The ClickUp client, refused (exit 2) unless its token is an owner or admin of the team:
+        anyone else may silently see only their own time and under-bill (issue 11.13)."""
+        client = build_clickup(self.settings, self._secret(self.settings.clickup_secret_name))
+        try:
+            role = client.token_role()
+        except errors.ServiceError as exc:  # unreachable now: the time-entry fetch reports it per client
+            logger.warning("could not check the ClickUp token's role: {error}", error=str(exc))
+            return client
+        if not role.may_bill:
+            raise StartupError(f"refusing to bill: {role.refusal()}")
+        return client
 
     @cached_property
     def robocorp(self) -> RobocorpClient:
