@@ -364,6 +364,9 @@ class CreateRun:
             failed = failed or not mailed
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
-            summary=report.as_dict(),
+            summary={
+                **report.as_dict(),
+                **self.services.token_expiry_report(publish_metric=not self.options.dry_run),
+            },
             table=report.table,
         )

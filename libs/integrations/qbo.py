@@ -34,7 +34,7 @@ from urllib.parse import quote, urlencode
 import requests
 from loguru import logger
 
-from integrations import errors, http
+from integrations import errors, http, token_expiry
 from integrations.config import QBO_API_URLS
 from integrations.logging import mask, register_secret
 
@@ -144,6 +144,11 @@ class QboTokens:
         return str(self._secret.get("environment") or "").strip().lower()
 
     @property
+    def expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (see ``integrations.token_expiry``)."""
+        return {k: self._secret.get(k) for k in (token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT)}
+
+    @property
     def lock_name(self) -> str:
         return f"qbo-token#{self.realm_id}"
 
@@ -245,6 +250,7 @@ class QboTokens:
                     "Authorization": f"Basic {basic}",
                     "Accept": "application/json",
                     "Content-Type": "application/x-www-form-urlencoded",
+                    token_expiry.HARD_EXPIRY_HEADER: "true",  # else Intuit leaves the 5-year date out
                 },
                 data={"grant_type": "refresh_token", "refresh_token": str(secret["refresh_token"])},
             )
@@ -280,9 +286,10 @@ class QboTokens:
         new_refresh, access = body.get("refresh_token"), body.get("access_token")
         register_secret(new_refresh, access)  # the moment they arrive
 
+        expiry = token_expiry.from_reply(body, started)
         if isinstance(new_refresh, str) and new_refresh.strip():
-            if new_refresh != secret["refresh_token"]:
-                self._save_refresh_token(secret, new_refresh)
+            if new_refresh != secret["refresh_token"] or token_expiry.changed(secret, expiry):
+                self._save_refresh_token(secret, new_refresh, expiry)
         else:
             logger.warning("QBO token reply carried no refresh_token; keeping the stored one")
         if not isinstance(access, str) or not access.strip():
@@ -301,8 +308,10 @@ class QboTokens:
         )
         return access
 
-    def _save_refresh_token(self, secret: Mapping[str, Any], new_refresh: str) -> None:
-        updated = {**secret, "refresh_token": new_refresh}
+    def _save_refresh_token(
+        self, secret: Mapping[str, Any], new_refresh: str, expiry: Mapping[str, str] | None = None
+    ) -> None:
+        updated = {**secret, "refresh_token": new_refresh, **(expiry or {})}
         last: Exception | None = None
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
@@ -591,6 +600,11 @@ class QboClient:
         self.realm_id = str(realm_id)
         self.base_url = base_url.rstrip("/")
         self.minorversion = minorversion
+
+    @property
+    def token_expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (for warnings; no call is made)."""
+        return dict(getattr(self._tokens, "expiry", {}) or {})
 
     # -- plumbing ----------------------------------------------------------------------------
 
