@@ -34,7 +34,7 @@ from botocore.exceptions import (
 )
 from loguru import logger
 
-from integrations import errors
+from integrations import errors, token_expiry
 from integrations.config import Settings
 from integrations.logging import mask, register_secret
 from integrations.models import ClientRecord, InvalidRecord
@@ -48,7 +48,11 @@ BOTO_CONFIG = Config(
 
 # Secret fields that identify an account rather than authenticate to it. They are not masked:
 # masking "environment": "sandbox" would hide every mention of the word in every log line.
-IDENTIFIER_FIELDS = frozenset({"environment", "realm_id", "team_id", "tenant_id"})
+# Secret fields that are not secret (ids, the environment, the QBO refresh token's expiry dates):
+# masking them would hide "realm 9130..." or "expires 2031-11-29" from the people who need to read it.
+IDENTIFIER_FIELDS = frozenset(
+    {"environment", "realm_id", "team_id", "tenant_id", token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT}
+)
 
 # A run that holds a ledger claim longer than this is presumed dead, and its claim may be taken
 # over (the stored QBO requestid goes with it, so the takeover cannot duplicate the write).

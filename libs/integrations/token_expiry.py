@@ -73,10 +73,13 @@ def days_left(secret: Mapping[str, Any], now: datetime) -> float | None:
 def warnings(secret: Mapping[str, Any], now: datetime, ahead: timedelta = WARN_AHEAD) -> list[str]:
     """One line per date that is less than ``ahead`` away, saying what to do."""
     lines = []
+    hard = parse(secret.get(HARD_EXPIRES_AT))
     for field, label in _LABELS.items():
         moment = parse(secret.get(field))
         if moment is None or moment - now > ahead:
             continue
+        if field == EXPIRES_AT and hard is not None and moment >= hard - SAVE_WHEN_MOVED:
+            continue  # the rolling date is capped by the hard one: one reason, one line
         when = moment.strftime("%Y-%m-%d")
         state = "has expired" if moment <= now else f"{label} on {when}"
         lines.append(
