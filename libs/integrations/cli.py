@@ -139,8 +139,8 @@ def run(
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
     except errors.ReauthorizationRequired as exc:
         message = (
-            f"{exc}. QuickBooks needs to be reconnected: run the OAuth consent flow for the app, then store "
-            "the new refresh token in the QBO secret (field refresh_token) and re-run this job."
+            f"{exc}. QuickBooks needs to be reconnected: run `make qbo-auth ENV=aws` (it stores the new "
+            "refresh token in the QBO secret), then re-run this job."
         )
         logger.error(message)
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": message})

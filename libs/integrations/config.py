@@ -17,6 +17,7 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 DEFAULT_URLS = {
     "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "QBO_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
     "MSGRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
     "MSGRAPH_AUTHORITY_URL": "https://login.microsoftonline.com",
     "CLICKUP_BASE_URL": "https://api.clickup.com/api/v2",
@@ -66,6 +67,7 @@ class Settings:
     log_level: str = "INFO"
     qbo_base_url: str | None = None  # None: chosen by the QBO secret's environment
     qbo_token_url: str = DEFAULT_URLS["QBO_TOKEN_URL"]
+    qbo_authorize_url: str = DEFAULT_URLS["QBO_AUTHORIZE_URL"]
     msgraph_base_url: str = DEFAULT_URLS["MSGRAPH_BASE_URL"]
     msgraph_authority_url: str = DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"]
     clickup_base_url: str = DEFAULT_URLS["CLICKUP_BASE_URL"]
@@ -179,6 +181,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error"), problems).upper(),
         qbo_base_url=_url(env, "QBO_BASE_URL", None, problems),
         qbo_token_url=_url(env, "QBO_TOKEN_URL", DEFAULT_URLS["QBO_TOKEN_URL"], problems),
+        qbo_authorize_url=_url(env, "QBO_AUTHORIZE_URL", DEFAULT_URLS["QBO_AUTHORIZE_URL"], problems),
         msgraph_base_url=_url(env, "MSGRAPH_BASE_URL", DEFAULT_URLS["MSGRAPH_BASE_URL"], problems),
         msgraph_authority_url=_url(
             env, "MSGRAPH_AUTHORITY_URL", DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"], problems

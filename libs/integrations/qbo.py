@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,50 @@ class _InvalidGrant(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+def token_lock_name(realm_id: str) -> str:
+    return f"qbo-token#{realm_id}"
+
+
+@contextmanager
+def refresh_lock(
+    ledger: Ledger,
+    realm_id: str,
+    *,
+    owner: str | None = None,
+    wait_seconds: float = 90.0,
+    poll_seconds: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[None]:
+    """The one lock under which the stored refresh token may change (a lease in the ledger table,
+    per realm): the jobs' refreshes, ``make qbo-auth`` and ``make doctor`` all take it."""
+    name = token_lock_name(realm_id)
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while not ledger.acquire_lock(name, owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
+        if time.monotonic() >= deadline:
+            raise TokenLockTimeout(
+                SERVICE,
+                "token refresh",
+                f"another process held the lock {name} for more than {wait_seconds:g} s; try again later",
+            )
+        if not announced:
+            logger.info("waiting for another process to finish refreshing the QBO token")
+            announced = True
+        sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        try:
+            ledger.release_lock(name, owner)
+        except Exception as exc:  # noqa: BLE001 - must not hide the outcome; the lease expires
+            logger.warning(
+                "could not release the QBO token lock (it expires in {ttl} s): {error}",
+                ttl=TOKEN_LOCK_TTL_SECONDS,
+                error=mask(str(exc)),
+            )
+
+
 class QboTokens:
     """Hands out a valid access token; refreshes it at most once at a time per realm.
 
@@ -150,7 +195,7 @@ class QboTokens:
 
     @property
     def lock_name(self) -> str:
-        return f"qbo-token#{self.realm_id}"
+        return token_lock_name(self.realm_id)
 
     def access_token(self) -> str:
         """A valid access token, refreshed (and the rotated refresh token saved) when needed."""
@@ -187,8 +232,14 @@ class QboTokens:
         return dict(secret)
 
     def _refresh_under_lock(self) -> str:
-        self._acquire_lock()
-        try:
+        with refresh_lock(
+            self._ledger,
+            self.realm_id,
+            owner=self._owner,
+            wait_seconds=self._lock_wait_seconds,
+            poll_seconds=self._lock_poll_seconds,
+            sleep=self._sleep,
+        ):
             secret = self._read_secret()  # another process may have rotated it meanwhile
             self._secret = secret
             try:
@@ -203,34 +254,6 @@ class QboTokens:
                     return self._exchange(fresh)
                 except _InvalidGrant as second:
                     raise self._reauthorization(second.error) from None
-        finally:
-            self._release_lock()
-
-    def _acquire_lock(self) -> None:
-        deadline = time.monotonic() + self._lock_wait_seconds
-        announced = False
-        while not self._ledger.acquire_lock(self.lock_name, self._owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
-            if time.monotonic() >= deadline:
-                raise TokenLockTimeout(
-                    SERVICE,
-                    "token refresh",
-                    f"another process held the lock {self.lock_name} for more than "
-                    f"{self._lock_wait_seconds:g} s; try again later",
-                )
-            if not announced:
-                logger.info("waiting for another process to finish refreshing the QBO token")
-                announced = True
-            self._sleep(self._lock_poll_seconds)
-
-    def _release_lock(self) -> None:
-        try:
-            self._ledger.release_lock(self.lock_name, self._owner)
-        except Exception as exc:  # noqa: BLE001 - must not hide the refresh outcome; the lease expires
-            logger.warning(
-                "could not release the QBO token lock (it expires in {ttl} s): {error}",
-                ttl=TOKEN_LOCK_TTL_SECONDS,
-                error=mask(str(exc)),
-            )
 
     def _exchange(self, secret: Mapping[str, Any]) -> str:
         """POST the refresh token; save the rotated one; only then keep the access token."""

@@ -144,7 +144,7 @@ def test_reauthorization_exits_2_with_instructions(
     (error_line,) = [line for line in log_lines(err) if line["record"]["level"]["name"] == "ERROR"]
     message = error_line["record"]["message"]
     assert "invalid_grant" in message
-    assert "reconnected" in message and "OAuth consent flow" in message and "refresh_token" in message
+    assert "reconnected" in message and "make qbo-auth" in message and "refresh token" in message
     assert "reconnected" in json.loads(summary_path.read_text())["error"]
 
 
