@@ -29,7 +29,7 @@ from integrations.config import Settings, load_settings
 from integrations.logging import mask, setup_logging
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CANNOT_START = 0, 1, 2
-JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices"}
+JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices", "--check": "check"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +81,16 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     which.add_argument(
         "--send-invoices", action="store_true", help="daily: deliver invoices waiting to be sent"
     )
+    which.add_argument(
+        "--check", action="store_true", help="read-only preflight of this deployment (make doctor)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="compute and print everything, write nothing")
     parser.add_argument("--period", type=_period, help="billing month YYYY-MM (create; default: last month)")
     parser.add_argument(
         "--client", type=_client, action="append", default=[], help="only this client (repeatable)"
     )
     args = parser.parse_args(list(argv))
-    job = "create-invoices" if args.create_invoices else "send-invoices"
+    job = next(name for flag, name in JOBS.items() if getattr(args, flag[2:].replace("-", "_")))
     return job, JobOptions(dry_run=args.dry_run, period=args.period, clients=tuple(args.client))
 
 
@@ -173,7 +176,10 @@ def run(
             logger.error(
                 "could not write the summary file {path}: {error}", path=env["SUMMARY_PATH"], error=str(exc)
             )
-    if settings is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
+    if job_name == "check" and outcome.table:  # the preflight's answer is its table
+        print(format_table(outcome.table))
+    writes = not options.dry_run and job_name != "check"  # the preflight writes nothing
+    if settings is not None and writes and outcome.exit_code != EXIT_CANNOT_START:
         _publish_metric(settings, job_name, outcome)
     return outcome.exit_code
 

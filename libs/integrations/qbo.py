@@ -841,6 +841,13 @@ class QboClient:
             return value.strip().lower() == "true"
         return value is True
 
+    def company_name(self) -> str:
+        """The connected company's name (CompanyInfo), to show which company a token reaches."""
+        operation = "read company info"
+        path = f"companyinfo/{_path_id(self.realm_id)}"
+        info = self._entity(self._call("GET", path, operation), "CompanyInfo", operation)
+        return str(info.get("CompanyName") or info.get("LegalName") or "")
+
     def invoice_pdf(self, invoice_id: str) -> bytes:
         return self._call(
             "GET",
