@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 DEPLOY_FLAGS := $(if $(filter 1 true yes,$(ALLOW_DIRTY)),--allow-dirty,)
 
 .PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench \
-        image-test build push plan deploy adopt clean
+        image-test build push plan deploy adopt clean doctor qbo-auth
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ test: lint $(CHECKOV) ## Lint, then every test (unit, contract, end-to-end, Terr
 
 run-local: $(STAMP) ## Run a job locally: JOB=create|send ENV=sandbox|aws ARGS="--dry-run --period 2026-10"
 	$(PY) -m sandbox.run_local --job $(JOB) --env $(ENV) -- $(ARGS)
+
+doctor: $(STAMP) ## Read-only preflight of a deployment, one row per check: ENV=sandbox|aws (exit 0/1/2)
+	$(PY) -m sandbox.run_local --job check --env $(ENV)
+
+qbo-auth: $(STAMP) ## Connect QuickBooks and store the refresh token: ENV=sandbox|aws ARGS="--redirect-uri ..."
+	$(PY) -m sandbox.run_local --job qbo-auth --env $(ENV) -- $(ARGS)
 
 sandbox-up: $(STAMP) ## Start the local sandbox (moto + stand-ins of QBO, Graph, ClickUp, Robocorp)
 	$(PY) -m sandbox up

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import secrets
 import time
 import uuid
 from datetime import date, datetime, timedelta
@@ -23,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, request
 
-from sandbox import mail, pdf, qbo_query
+from sandbox import mail, pdf, qbo_oauth, qbo_query
 from sandbox.store import JsonStore, dumps
 
 COMPANY_TZ = ZoneInfo("America/Los_Angeles")
@@ -63,13 +62,12 @@ QUERYABLE = {
 }
 for _fields in QUERYABLE.values():
     _fields.update({"metadata.createtime", "metadata.lastupdatedtime"})
-REFRESH_TOKEN_LIFETIME = 8_726_400
-HARD_EXPIRY = 5 * 365 * 24 * 3600
 DEFAULT_OPTIONS = {
     "access_token_ttl_seconds": 3600,
     "requestid_replay": "replay",
     "strict_query_fields": True,
 }
+DEFAULT_OPTIONS.update(qbo_oauth.OPTIONS)  # the refresh-token lifetime (sandbox/qbo_oauth.py)
 
 
 class QboFault(Exception):
@@ -205,8 +203,15 @@ class QboStandIn:
             {
                 "client_id": config["client_id"],
                 "client_secret": config["client_secret"],
-                "refresh_token": config["refresh_token"],
-                "refresh_token_issued_at": time.time(),
+                "redirect_uris": list(config.get("redirect_uris", qbo_oauth.DEFAULT_REDIRECT_URIS)),
+                **qbo_oauth.connection(
+                    config["refresh_token"],
+                    time.time(),
+                    options,
+                    age_hours=config.get("refresh_token_age_hours", 24),
+                    days_left=config.get("refresh_token_days_left"),
+                    hard_days_left=config.get("refresh_token_hard_days_left"),
+                ),
                 "retired_refresh_tokens": [],
                 "access_tokens": {},
                 "refreshes": 0,
@@ -274,43 +279,29 @@ class QboStandIn:
     def refresh(
         self, client_id: str | None, client_secret: str | None, form: dict[str, str], hard: bool
     ) -> tuple:
-        """The token endpoint: (status, body). Rotates the refresh token on every successful call."""
+        """The token endpoint: (status, body) for the refresh and authorization-code grants."""
         with self.store.lock:
             oauth = self.store.get("qbo/oauth")
             if client_id != oauth["client_id"] or client_secret != oauth["client_secret"]:
                 return 401, {"error": "invalid_client"}
-            if form.get("grant_type") != "refresh_token":
-                return 400, {"error": "unsupported_grant_type"}
-            if not form.get("refresh_token") or form["refresh_token"] != oauth["refresh_token"]:
-                return 400, {
-                    "error": "invalid_grant",
-                    "error_description": "Incorrect or invalid refresh token",
-                }
+            grant = form.get("grant_type")
+            options = {name: self.option(name) for name in qbo_oauth.OPTIONS}
             ttl = int(self.option("access_token_ttl_seconds"))
-            now = time.time()
-            access = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0.." + secrets.token_urlsafe(96)
-            refresh = f"AB11{int(now) + REFRESH_TOKEN_LIFETIME}" + secrets.token_urlsafe(36).replace(
-                "-", "x"
-            ).replace("_", "y")
-            oauth["retired_refresh_tokens"] = (oauth["retired_refresh_tokens"] + [oauth["refresh_token"]])[
-                -20:
-            ]
-            oauth["refresh_token"] = refresh
-            oauth["refresh_token_issued_at"] = now
-            oauth["refreshes"] += 1
-            oauth["access_tokens"] = {t: exp for t, exp in oauth["access_tokens"].items() if exp > now}
-            oauth["access_tokens"][access] = now + ttl
+            if grant == "refresh_token":
+                status, body = qbo_oauth.refresh(
+                    oauth, form.get("refresh_token"), time.time(), options, ttl, hard
+                )
+            elif grant == "authorization_code":
+                status, body = qbo_oauth.exchange_code(oauth, form, time.time(), options, ttl, hard)
+            else:
+                return 400, {"error": "unsupported_grant_type"}
             self.store.put("qbo/oauth", oauth)  # persisted before the answer leaves
-        body = {
-            "token_type": "bearer",
-            "expires_in": ttl,
-            "refresh_token": refresh,
-            "x_refresh_token_expires_in": REFRESH_TOKEN_LIFETIME,
-            "access_token": access,
-        }
-        if hard:
-            body["x_refresh_token_hard_expires_in"] = HARD_EXPIRY
-        return 200, body
+        return status, body
+
+    def authorize(self, args: dict[str, str]) -> tuple[int, str]:
+        """The authorize endpoint (approves at once); see ``qbo_oauth.authorize``."""
+        with self.store.edit("qbo/oauth") as oauth:
+            return qbo_oauth.authorize(oauth, args, self.company["realm_id"], time.time())
 
     def access_ok(self, token: str) -> bool:
         expires = self.store.get("qbo/oauth", {}).get("access_tokens", {}).get(token)
@@ -817,6 +808,13 @@ class QboStandIn:
             hard = request.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true"
             status, body = self.refresh(client_id, client_secret, request.form.to_dict(), hard)
             return answer(status, body)
+
+        @app.get("/connect/oauth2")
+        def authorize() -> Response:
+            status, target = self.authorize(request.args.to_dict())
+            if status != 302:
+                return answer(status, {"error": target.split(":", 1)[0], "error_description": target})
+            return Response(status=302, headers={"Location": target})
 
         @app.route(f"{base}/query", methods=["GET", "POST"])
         def query(realm: str) -> Response:

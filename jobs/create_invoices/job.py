@@ -141,10 +141,12 @@ class CreateRun:
     ) -> tuple[list[ClientRecord], list[ClientResult]]:
         """The clients to bill this run, and a result for each one left out (and why)."""
         wanted = set(self.options.clients)
-        left_out = [
-            ClientResult.failed(number, number, Reason.NOT_IN_REGISTRY, "not in the client registry")
-            for number in sorted(wanted - {c.client_id for c in clients} - invalid)
-        ]
+        unknown = sorted(wanted - {c.client_id for c in clients} - invalid)
+        if unknown:  # a typo is a usage error: stop before anything is written or mailed
+            raise errors.UsageError(
+                f"--client {', '.join(unknown)}: not in the client registry {self.settings.registry_table}"
+            )
+        left_out: list[ClientResult] = []
         selected = []
         for client in sorted(clients, key=lambda c: c.client_id):
             if wanted and client.client_id not in wanted:
@@ -401,6 +403,9 @@ class CreateRun:
             failed = failed or not mailed
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
-            summary=report.as_dict(),
+            summary={
+                **report.as_dict(),
+                **self.services.token_expiry_report(publish_metric=not self.options.dry_run),
+            },
             table=report.table,
         )

@@ -77,7 +77,8 @@ class SendRun:
             failed = not self.services.mail_bookkeeper(report.subject, report.html, report.text) or failed
         else:
             logger.info("nothing to send")
-        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, report.as_dict(), report.table)
+        expiry = self.services.token_expiry_report(publish_metric=not self.options.dry_run)
+        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, {**report.as_dict(), **expiry}, report.table)
 
     def _waiting(self) -> list[dict]:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 )
 from loguru import logger
 
-from integrations import errors
+from integrations import errors, token_expiry
 from integrations.config import Settings
 from integrations.logging import mask, register_secret
 from integrations.models import ClientRecord, InvalidRecord
@@ -49,7 +49,11 @@ BOTO_CONFIG = Config(
 
 # Secret fields that identify an account rather than authenticate to it. They are not masked:
 # masking "environment": "sandbox" would hide every mention of the word in every log line.
-IDENTIFIER_FIELDS = frozenset({"environment", "realm_id", "team_id", "tenant_id"})
+# Secret fields that are not secret (ids, the environment, the QBO refresh token's expiry dates):
+# masking them would hide "realm 9130..." or "expires 2031-11-29" from the people who need to read it.
+IDENTIFIER_FIELDS = frozenset(
+    {"environment", "realm_id", "team_id", "tenant_id", token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT}
+)
 
 # A claim whose lease ran out belongs to a dead run and may be taken over (the stored QBO
 # requestid goes with it, so the takeover cannot duplicate the write). A live run renews the
@@ -80,6 +84,11 @@ class AwsClients:
 def aws_clients(settings: Settings) -> AwsClients:
     """Build the clients for ``settings.aws_region``; boto3 itself honours AWS_ENDPOINT_URL (sandbox)."""
     session = boto3.session.Session(region_name=settings.aws_region)
+    if session.get_credentials() is None:  # else the first call fails deep inside a job, as a traceback
+        raise errors.StartupError(
+            "no AWS credentials found (environment, ~/.aws, SSO or the ECS task role); "
+            "set AWS_PROFILE or run inside the task, or use ENV=sandbox"
+        )
     return AwsClients(
         secrets=session.client("secretsmanager", config=BOTO_CONFIG),
         dynamodb=session.resource("dynamodb", config=BOTO_CONFIG),

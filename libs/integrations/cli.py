@@ -33,6 +33,7 @@ from integrations.services import Services
 from integrations.services import connect as connect_services
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CANNOT_START = 0, 1, 2
+JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices", "--check": "check"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     which.add_argument(
         "--send-invoices", action="store_true", help="daily: deliver invoices waiting to be sent"
     )
+    which.add_argument(
+        "--check", action="store_true", help="read-only preflight of this deployment (make doctor)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="compute and print everything, write nothing")
     parser.add_argument("--period", type=_period, help="billing month YYYY-MM (create; default: last month)")
     parser.add_argument(
@@ -87,7 +91,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
         help="send: mail this invoice of this system again (doc number or QBO id), whatever its status",
     )
     args = parser.parse_args(list(argv))
-    job = "create-invoices" if args.create_invoices else "send-invoices"
+    job = next(name for flag, name in JOBS.items() if getattr(args, flag[2:].replace("-", "_")))
     if args.resend is not None and job != "send-invoices":
         parser.error("--resend goes with --send-invoices")
     if args.resend is not None and not args.resend.strip():
@@ -98,6 +102,10 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
 
 
 def load_job(name: str) -> JobFunction:
+    if name == "check":  # the preflight lives in this library; the jobs are found as plugins
+        from integrations.doctor import run as check
+
+        return check
     found = {ep.name: ep for ep in entry_points(group="invoice_processor.jobs")}
     if name not in found:
         raise errors.StartupError(
@@ -153,8 +161,8 @@ def run(
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
     except errors.ReauthorizationRequired as exc:
         message = (
-            f"{exc}. QuickBooks needs to be reconnected: run the OAuth consent flow for the app, then store "
-            "the new refresh token in the QBO secret (field refresh_token) and re-run this job."
+            f"{exc}. QuickBooks needs to be reconnected: run `make qbo-auth ENV=aws` (it stores the new "
+            "refresh token in the QBO secret), then re-run this job."
         )
         logger.error(message)
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": message})
@@ -187,7 +195,10 @@ def run(
             logger.error(
                 "could not write the summary file {path}: {error}", path=env["SUMMARY_PATH"], error=str(exc)
             )
-    if services is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
+    if job_name == "check" and outcome.table:  # the preflight's answer is its table
+        print(format_table(outcome.table))
+    writes = not options.dry_run and job_name != "check"  # the preflight writes nothing
+    if services is not None and writes and outcome.exit_code != EXIT_CANNOT_START:
         _publish_metric(services, job_name, outcome)
     return outcome.exit_code
 

@@ -13,6 +13,7 @@ exponential backoff with jitter spaces the retries. A month is ~6 requests again
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,11 @@ from integrations.logging import register_secret
 from integrations.models import Member, TimeEntry
 
 SERVICE = "clickup"
+# The numeric ``role`` of a workspace member in ``GET /team``. NOT FOUND in our reference notes: the
+# codes come from ClickUp's API model as third-party clients use it (1 owner, 2 admin, 3 member,
+# 4 guest). Anything else, or no role at all, counts as "may not bill".
+ROLE_NAMES = {1: "owner", 2: "admin", 3: "member", 4: "guest"}
+BILLING_ROLES = frozenset({1, 2})
 WINDOW = timedelta(days=7)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -44,6 +50,34 @@ def to_ms(moment: datetime) -> int:
 
 def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass(frozen=True)
+class TokenRole:
+    """Who the API token belongs to and what that user may do in our workspace."""
+
+    team_id: str
+    team_name: str
+    user_id: str
+    username: str
+    role: int | None
+
+    @property
+    def role_name(self) -> str:
+        return ROLE_NAMES.get(self.role, "unknown") if self.role is not None else "unknown"
+
+    @property
+    def may_bill(self) -> bool:
+        """Only owners and admins may read every member's time (``assignee``); anyone else may
+        silently get only their own time, which would under-bill (issue 11.13)."""
+        return self.role in BILLING_ROLES
+
+    def refusal(self) -> str:
+        return (
+            f"the ClickUp token belongs to {self.username or self.user_id}, a {self.role_name} of workspace "
+            f"{self.team_name or self.team_id}; only an owner or admin sees everyone's time. Make that user "
+            "an admin, or store an owner's or admin's personal token (api_token) in the ClickUp secret"
+        )
 
 
 class ClickUpClient:
@@ -69,9 +103,35 @@ class ClickUpClient:
         )
         return http.json_body(response, SERVICE, operation)
 
-    def members(self) -> list[Member]:
-        """Members of our workspace, from ``GET /team`` (the workspaces this token can see)."""
-        operation = "GET /team"
+    def token_role(self) -> TokenRole:
+        """The token user's role in our workspace: ``GET /user`` names the user, ``GET /team`` their role."""
+        body = self._get("/user", "GET /user")
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, dict) or user.get("id") in (None, ""):
+            raise errors.GarbledResponse(SERVICE, "GET /user", "reply has no user.id")
+        user_id = str(user["id"])
+        team = self._team("GET /team")
+        member = next(
+            (
+                m["user"]
+                for m in team.get("members") or []
+                if isinstance(m, dict)
+                and isinstance(m.get("user"), dict)
+                and str(m["user"].get("id")) == user_id
+            ),
+            {},
+        )
+        role = member.get("role")
+        return TokenRole(
+            team_id=self.team_id,
+            team_name=str(team.get("name") or ""),
+            user_id=user_id,
+            username=str(user.get("username") or ""),
+            role=role if isinstance(role, int) and not isinstance(role, bool) else None,
+        )
+
+    def _team(self, operation: str) -> dict[str, Any]:
+        """Our workspace from ``GET /team`` (the workspaces this token can see)."""
         body = self._get("/team", operation)
         teams = body.get("teams") if isinstance(body, dict) else None
         if not isinstance(teams, list):
@@ -85,6 +145,12 @@ class ClickUpClient:
                 f"workspace {self.team_id} is not visible to this token (visible: {visible}); "
                 "check team_id in the ClickUp secret",
             )
+        return team
+
+    def members(self) -> list[Member]:
+        """Members of our workspace, from ``GET /team`` (the workspaces this token can see)."""
+        operation = "GET /team"
+        team = self._team(operation)
         members: list[Member] = []
         for index, raw in enumerate(team.get("members") or []):
             user = raw.get("user") if isinstance(raw, dict) else None

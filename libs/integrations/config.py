@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from loguru import logger
+
 from integrations.errors import ConfigError
 
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
@@ -16,6 +18,7 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 DEFAULT_URLS = {
     "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "QBO_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
     "MSGRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
     "MSGRAPH_AUTHORITY_URL": "https://login.microsoftonline.com",
     "CLICKUP_BASE_URL": "https://api.clickup.com/api/v2",
@@ -66,6 +69,7 @@ class Settings:
     log_level: str = "INFO"
     qbo_base_url: str | None = None  # None: chosen by the QBO secret's environment
     qbo_token_url: str = DEFAULT_URLS["QBO_TOKEN_URL"]
+    qbo_authorize_url: str = DEFAULT_URLS["QBO_AUTHORIZE_URL"]
     msgraph_base_url: str = DEFAULT_URLS["MSGRAPH_BASE_URL"]
     msgraph_authority_url: str = DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"]
     clickup_base_url: str = DEFAULT_URLS["CLICKUP_BASE_URL"]
@@ -157,6 +161,25 @@ def required_fields(secret: object, fields: Sequence[str], secret_name: str) -> 
     return values
 
 
+def parse_scheduled_time(raw: str) -> datetime | None:
+    """When the scheduler meant to run us, or None (= now) when SCHEDULED_TIME is empty, unparseable
+    or left unsubstituted (``<aws.scheduler.scheduled-time>``). The one setting that falls back
+    instead of failing the start (DESIGN section 7): a Scheduler quirk must not stop billing."""
+    if not raw:
+        return None
+    try:
+        scheduled = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if scheduled.tzinfo is None:
+            raise ValueError("no time zone")
+    except ValueError:
+        logger.warning(
+            "SCHEDULED_TIME {value!r} is not an ISO 8601 time with a zone; using the current time instead",
+            value=raw[:80],
+        )
+        return None
+    return scheduled
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping; raise ConfigError naming every problem."""
     problems: list[str] = []
@@ -178,17 +201,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if site_path and not site_path.startswith("/"):
         problems.append(f"SHAREPOINT_SITE_PATH must start with / like /sites/Finance (got {site_path!r})")
 
-    scheduled: datetime | None = None
-    raw_scheduled = get("SCHEDULED_TIME")
-    if raw_scheduled:
-        try:
-            scheduled = datetime.fromisoformat(raw_scheduled.replace("Z", "+00:00"))
-            if scheduled.tzinfo is None:
-                raise ValueError("no time zone")
-        except ValueError:
-            problems.append(f"SCHEDULED_TIME must be an ISO 8601 time with a zone (got {raw_scheduled!r})")
-            scheduled = None
-
+    scheduled = parse_scheduled_time(get("SCHEDULED_TIME"))
     settings = Settings(
         aws_region=get("AWS_REGION"),
         qbo_secret_name=get("QBO_SECRET_NAME"),
@@ -208,6 +221,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error"), problems).upper(),
         qbo_base_url=_url(env, "QBO_BASE_URL", None, problems),
         qbo_token_url=_url(env, "QBO_TOKEN_URL", DEFAULT_URLS["QBO_TOKEN_URL"], problems),
+        qbo_authorize_url=_url(env, "QBO_AUTHORIZE_URL", DEFAULT_URLS["QBO_AUTHORIZE_URL"], problems),
         msgraph_base_url=_url(env, "MSGRAPH_BASE_URL", DEFAULT_URLS["MSGRAPH_BASE_URL"], problems),
         msgraph_authority_url=_url(
             env, "MSGRAPH_AUTHORITY_URL", DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"], problems

@@ -24,6 +24,11 @@ class StartupError(InvoiceProcessorError):
     """The run cannot start (for example an unreadable secret). Exit code 2."""
 
 
+class UsageError(StartupError):
+    """The command line names something that does not exist (an unknown --client). Exit code 2,
+    nothing written, nobody mailed."""
+
+
 class ServiceError(InvoiceProcessorError):
     """A call to an external service failed."""
 

@@ -517,3 +517,17 @@ def build_graph(settings: Any, secret: Mapping[str, Any]) -> GraphClient:
         settings.msgraph_base_url,
         settings.msgraph_authority_url,
     )
+
+
+def token_roles(token: str) -> set[str]:
+    """The application roles in an app-only access token's ``roles`` claim.
+
+    Read without checking the signature: it only tells an operator (``--check``) what the tenant
+    granted; Graph itself decides each call. Empty when the token is not a readable JWT."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return set()
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return {role for role in roles if isinstance(role, str)} if isinstance(roles, list) else set()

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -32,7 +33,7 @@ from urllib.parse import quote, urlencode
 import requests
 from loguru import logger
 
-from integrations import decimal_json, errors, http
+from integrations import decimal_json, errors, http, token_expiry
 from integrations.config import QBO_API_URLS, required_fields
 from integrations.logging import mask, register_secret
 
@@ -92,6 +93,50 @@ class _InvalidGrant(Exception):
 # --------------------------------------------------------------------------------------------
 
 
+def token_lock_name(realm_id: str) -> str:
+    return f"qbo-token#{realm_id}"
+
+
+@contextmanager
+def refresh_lock(
+    ledger: Ledger,
+    realm_id: str,
+    *,
+    owner: str | None = None,
+    wait_seconds: float = 90.0,
+    poll_seconds: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[None]:
+    """The one lock under which the stored refresh token may change (a lease in the ledger table,
+    per realm): the jobs' refreshes, ``make qbo-auth`` and ``make doctor`` all take it."""
+    name = token_lock_name(realm_id)
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while not ledger.acquire_lock(name, owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
+        if time.monotonic() >= deadline:
+            raise TokenLockTimeout(
+                SERVICE,
+                "token refresh",
+                f"another process held the lock {name} for more than {wait_seconds:g} s; try again later",
+            )
+        if not announced:
+            logger.info("waiting for another process to finish refreshing the QBO token")
+            announced = True
+        sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        try:
+            ledger.release_lock(name, owner)
+        except Exception as exc:  # noqa: BLE001 - must not hide the outcome; the lease expires
+            logger.warning(
+                "could not release the QBO token lock (it expires in {ttl} s): {error}",
+                ttl=TOKEN_LOCK_TTL_SECONDS,
+                error=mask(str(exc)),
+            )
+
+
 class QboTokens:
     """Hands out a valid access token; refreshes it at most once at a time per realm.
 
@@ -140,8 +185,13 @@ class QboTokens:
         return str(self._secret.get("environment") or "").strip().lower()
 
     @property
+    def expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (see ``integrations.token_expiry``)."""
+        return {k: self._secret.get(k) for k in (token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT)}
+
+    @property
     def lock_name(self) -> str:
-        return f"qbo-token#{self.realm_id}"
+        return token_lock_name(self.realm_id)
 
     def access_token(self) -> str:
         """A valid access token, refreshed (and the rotated refresh token saved) when needed."""
@@ -170,8 +220,14 @@ class QboTokens:
         return dict(secret)
 
     def _refresh_under_lock(self) -> str:
-        self._acquire_lock()
-        try:
+        with refresh_lock(
+            self._ledger,
+            self.realm_id,
+            owner=self._owner,
+            wait_seconds=self._lock_wait_seconds,
+            poll_seconds=self._lock_poll_seconds,
+            sleep=self._sleep,
+        ):
             secret = self._read_secret()  # another process may have rotated it meanwhile
             self._secret = secret
             try:
@@ -186,34 +242,6 @@ class QboTokens:
                     return self._exchange_once_more_if_lost(fresh)
                 except _InvalidGrant as second:
                     raise self._reauthorization(second.error) from None
-        finally:
-            self._release_lock()
-
-    def _acquire_lock(self) -> None:
-        deadline = time.monotonic() + self._lock_wait_seconds
-        announced = False
-        while not self._ledger.acquire_lock(self.lock_name, self._owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
-            if time.monotonic() >= deadline:
-                raise TokenLockTimeout(
-                    SERVICE,
-                    "token refresh",
-                    f"another process held the lock {self.lock_name} for more than "
-                    f"{self._lock_wait_seconds:g} s; try again later",
-                )
-            if not announced:
-                logger.info("waiting for another process to finish refreshing the QBO token")
-                announced = True
-            self._sleep(self._lock_poll_seconds)
-
-    def _release_lock(self) -> None:
-        try:
-            self._ledger.release_lock(self.lock_name, self._owner)
-        except Exception as exc:  # noqa: BLE001 - must not hide the refresh outcome; the lease expires
-            logger.warning(
-                "could not release the QBO token lock (it expires in {ttl} s): {error}",
-                ttl=TOKEN_LOCK_TTL_SECONDS,
-                error=mask(str(exc)),
-            )
 
     def _exchange_once_more_if_lost(self, secret: Mapping[str, Any]) -> str:
         """A token reply lost on the way (timeout, dropped connection, 5xx, unreadable body) may
@@ -247,6 +275,7 @@ class QboTokens:
                     "Authorization": f"Basic {basic}",
                     "Accept": "application/json",
                     "Content-Type": "application/x-www-form-urlencoded",
+                    token_expiry.HARD_EXPIRY_HEADER: "true",  # else Intuit leaves the 5-year date out
                 },
                 data={"grant_type": "refresh_token", "refresh_token": str(secret["refresh_token"])},
             )
@@ -282,9 +311,10 @@ class QboTokens:
         new_refresh, access = body.get("refresh_token"), body.get("access_token")
         register_secret(new_refresh, access)  # the moment they arrive
 
+        expiry = token_expiry.from_reply(body, started)
         if isinstance(new_refresh, str) and new_refresh.strip():
-            if new_refresh != secret["refresh_token"]:
-                self._save_refresh_token(secret, new_refresh)
+            if new_refresh != secret["refresh_token"] or token_expiry.changed(secret, expiry):
+                self._save_refresh_token(secret, new_refresh, expiry)
         else:
             logger.warning("QBO token reply carried no refresh_token; keeping the stored one")
         if not isinstance(access, str) or not access.strip():
@@ -303,8 +333,10 @@ class QboTokens:
         )
         return access
 
-    def _save_refresh_token(self, secret: Mapping[str, Any], new_refresh: str) -> None:
-        updated = {**secret, "refresh_token": new_refresh}
+    def _save_refresh_token(
+        self, secret: Mapping[str, Any], new_refresh: str, expiry: Mapping[str, str] | None = None
+    ) -> None:
+        updated = {**secret, "refresh_token": new_refresh, **(expiry or {})}
         last: Exception | None = None
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
@@ -582,6 +614,11 @@ class QboClient:
         self.base_url = base_url.rstrip("/")
         self.minorversion = minorversion
 
+    @property
+    def token_expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (for warnings; no call is made)."""
+        return dict(getattr(self._tokens, "expiry", {}) or {})
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _url(self, path: str, params: Mapping[str, str] | None = None) -> str:
@@ -782,6 +819,13 @@ class QboClient:
         if isinstance(value, str):
             return value.strip().lower() == "true"
         return value is True
+
+    def company_name(self) -> str:
+        """The connected company's name (CompanyInfo), to show which company a token reaches."""
+        operation = "read company info"
+        path = f"companyinfo/{_path_id(self.realm_id)}"
+        info = self._entity(self._call("GET", path, operation), "CompanyInfo", operation)
+        return str(info.get("CompanyName") or info.get("LegalName") or "")
 
     def invoice_pdf(self, invoice_id: str) -> bytes:
         return self._call(

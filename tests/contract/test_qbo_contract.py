@@ -214,6 +214,7 @@ def test_line_amount_not_qty_times_price_is_a_validation_fault_and_creates_nothi
 # --- tokens -----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_first(
     sandbox: Sandbox, services: Services
 ) -> None:
@@ -233,12 +234,12 @@ def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_f
     assert [c["status"] for c in calls_since(sandbox, "qbo", mark)] == [401, 200]
     assert state["qbo_oauth"]["refreshes"] == refreshes + 1
     assert after["refresh_token"] != before["refresh_token"]
-    assert {k: v for k, v in after.items() if k != "refresh_token"} == {
-        k: v for k, v in before.items() if k != "refresh_token"
-    }
+    assert {k: v for k, v in after.items() if not k.startswith("refresh_token")} == {
+        k: v for k, v in before.items() if not k.startswith("refresh_token")
+    }  # the token and its expiry dates change, nothing else
     current = [v for v in state["secrets"][name] if "AWSCURRENT" in v["stages"]]
     assert len(current) == 1 and current[0]["version_id"] not in versions_before
-    assert current[0]["changed"] == ["refresh_token"]
+    assert "refresh_token" in current[0]["changed"]
     assert len(state["secrets"][name]) == len(versions_before) + 1
     old = trusted_session(sandbox).post(
         services.settings.qbo_token_url,
@@ -249,6 +250,7 @@ def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_f
     assert services.ledger.get(f"lock#qbo-token#{before['realm_id']}") is None  # lock released
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_two_runs_refreshing_at_once_take_turns_and_both_succeed(
     sandbox: Sandbox, make_services: ServicesFactory
 ) -> None:

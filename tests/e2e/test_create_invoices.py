@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from create_invoices.period import Period
 from tests.e2e.conftest import Harness, default_scenario
 
 pytestmark = pytest.mark.e2e
@@ -133,6 +135,15 @@ def test_the_default_period_is_the_month_before_the_scheduled_time(harness: Harn
     assert run.exit_code == 0, run.logs
     assert run.summary["period"] == "2026-10"
     assert _totals(harness) == EXPECTED_TOTALS
+
+
+def test_an_unsubstituted_scheduled_time_falls_back_to_now_instead_of_exit_2(harness: Harness) -> None:
+    # A Scheduler quirk (the placeholder passed through literally) must not stop billing (DESIGN 7).
+    run = harness.run("--create-invoices", "--dry-run", SCHEDULED_TIME="<aws.scheduler.scheduled-time>")
+
+    assert run.exit_code == 0, run.logs
+    assert run.summary["period"] == Period.previous_to(datetime.now(UTC)).label
+    assert "SCHEDULED_TIME" in run.logs  # the warning says why the scheduled time was not used
 
 
 def _scenario_with_bad_clients() -> dict:

@@ -31,6 +31,7 @@ def _invoice(customer: str = "60", **extra: object) -> dict:
     return {"CustomerRef": {"value": customer}, "Line": [_line("112.50", "2.5", "45.00")], **extra}
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_refresh_rotates_the_token_and_the_old_one_gets_invalid_grant(
     sandbox: Sandbox, http: requests.Session
 ) -> None:

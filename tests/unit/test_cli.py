@@ -31,6 +31,13 @@ def _restore_loguru() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entrypoint wires the AWS clients (no call is made): give boto3 something to find."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture(autouse=True)
 def metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Record the success metric instead of calling CloudWatch."""
     published: list[tuple[str, bool]] = []
@@ -145,7 +152,7 @@ def test_reauthorization_exits_2_with_instructions(
     (error_line,) = [line for line in log_lines(err) if line["record"]["level"]["name"] == "ERROR"]
     message = error_line["record"]["message"]
     assert "invalid_grant" in message
-    assert "reconnected" in message and "OAuth consent flow" in message and "refresh_token" in message
+    assert "reconnected" in message and "make qbo-auth" in message and "refresh token" in message
     assert "reconnected" in json.loads(summary_path.read_text())["error"]
 
 

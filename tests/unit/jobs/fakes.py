@@ -171,6 +171,9 @@ class FakeServices:
     def require(self, *clients: str) -> None:
         """Every fake is always there."""
 
+    def token_expiry_report(self, *, publish_metric: bool = True) -> dict:
+        return {}
+
     def archive(self, parts: Sequence[str], content: bytes) -> None:
         self.archived["/".join(parts)] = content
 

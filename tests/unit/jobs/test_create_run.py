@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from create_invoices.job import CreateRun
 from create_invoices.period import Period
 from create_invoices.results import Outcome
@@ -159,7 +161,7 @@ def test_a_validation_fault_fails_that_client_only(services: FakeServices) -> No
     assert ledger_rows(services.ledger)["invoice#10002#2026-10"].status == "failed"
 
 
-def test_selection_reports_unknown_inactive_and_excluded_clients(services: FakeServices) -> None:
+def test_selection_reports_inactive_and_excluded_clients(services: FakeServices) -> None:
     from dataclasses import replace
 
     from integrations.models import ClientRecord
@@ -167,15 +169,17 @@ def test_selection_reports_unknown_inactive_and_excluded_clients(services: FakeS
     services.registry.clients.append(ClientRecord("10004", active=False))
     services.settings = replace(services.settings, excluded_customers=("10003",))
 
-    result = create(services, clients=("10002", "10003", "10004", "10099"))
+    result = create(services, clients=("10002", "10003", "10004"))
 
-    assert (
-        result["10099"]["outcome"] == Outcome.FAILED
-        and result["10099"]["reason"] == "not in the client registry"
-    )
     assert result["10004"]["reason"] == "inactive in registry"
     assert result["10003"]["reason"] == "excluded"
     assert totals(services) == {"58": "180.00"}
+
+
+def test_an_unknown_client_is_a_usage_error_before_anything_is_written(services: FakeServices) -> None:
+    with pytest.raises(errors.UsageError, match="--client 10099: not in the client registry"):
+        create(services, clients=("10002", "10099"))
+    assert services.qbo.invoices == [] and services.bookkeeper_mails == []
 
 
 def test_a_dry_run_writes_nothing(services: FakeServices) -> None:
