@@ -11,10 +11,15 @@ than "unknown".
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from integrations.identifiers import leading_client_number
 from integrations.models import ClientRecord
+
+# QBO customers as the client returns them (``integrations.qbo_entities.Customer``) or any mapping
+# of the same fields: the rules read the fields, the job gets back the object it passed in.
+CustomerLike = TypeVar("CustomerLike", bound=Mapping[str, Any])
 
 _DELETED_SUFFIX = re.compile(r"\s*\(deleted\)\s*$", re.IGNORECASE)
 
@@ -22,7 +27,9 @@ _DELETED_SUFFIX = re.compile(r"\s*\(deleted\)\s*$", re.IGNORECASE)
 class CustomerProblem(ValueError):
     """The client's QBO customer cannot be used; the message names the client and the name looked for."""
 
-    def __init__(self, message: str, client_id: str, wanted: str, candidates: Sequence[dict] = ()):
+    def __init__(
+        self, message: str, client_id: str, wanted: str, candidates: Sequence[Mapping[str, Any]] = ()
+    ):
         super().__init__(message)
         self.client_id = client_id
         self.wanted = wanted
@@ -45,15 +52,15 @@ def _norm(text: object) -> str:
     return text.strip().casefold() if isinstance(text, str) else ""
 
 
-def _active(customer: dict) -> bool:
+def _active(customer: Mapping[str, Any]) -> bool:
     return customer.get("Active", True) not in (False, "false", "False")
 
 
-def _describe(customers: Sequence[dict]) -> str:
+def _describe(customers: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{c.get('DisplayName')!r} (Id {c.get('Id')})" for c in customers)
 
 
-def match_customer(client: ClientRecord, customers: Sequence[dict]) -> dict:
+def match_customer(client: ClientRecord, customers: Sequence[CustomerLike]) -> CustomerLike:
     """The active QBO customer to invoice for ``client``; raise a CustomerProblem otherwise."""
     if client.customer_name:
         wanted = client.customer_name.strip()

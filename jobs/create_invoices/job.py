@@ -36,10 +36,10 @@ from integrations import errors
 from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.config import Settings
-from integrations.identifiers import find_marker
 from integrations.lifecycle import run_all
 from integrations.models import Attachment, ClientRecord, ProcessRun
 from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
+from integrations.qbo_entities import Customer, Invoice
 from integrations.report import safe_path_segment
 from integrations.services import Services
 
@@ -104,7 +104,7 @@ class CreateRun:
             )
         return self._finish(results, attribution)
 
-    def _company(self) -> tuple[list[dict], PriceBook, bool, dict[str, dict]]:
+    def _company(self) -> tuple[list[Customer], PriceBook, bool, dict[str, Invoice]]:
         """What every client needs, read once: customers, prices, numbering, this period's invoices.
 
         A failure here means the run cannot start (exit 2); an auth failure surfaces on the first call."""
@@ -160,7 +160,7 @@ class CreateRun:
                 selected.append(client)
         return selected, left_out
 
-    def _our_invoices(self) -> list[tuple[str, dict]]:
+    def _our_invoices(self) -> list[tuple[str, Invoice]]:
         """(client id, invoice) of every invoice this system made for the period, by its marker.
 
         Our invoices are dated on or after the period's first day, so one paged TxnDate query
@@ -168,12 +168,12 @@ class CreateRun:
         end = self.txn_date + FUTURE_TXN_DATE_WINDOW
         found = []
         for invoice in self.services.qbo.invoices_between(self.period.first_day, end):
-            marker = find_marker(invoice.get("PrivateNote"))
+            marker = invoice.marker
             if marker is not None and marker.period == self.period.label:
                 found.append((marker.client_id, invoice))
         return found
 
-    def _existing_invoices(self) -> dict[str, dict]:
+    def _existing_invoices(self) -> dict[str, Invoice]:
         """This period's invoices already in QBO, by client id: one query for the whole run."""
         return dict(self._our_invoices())
 
@@ -205,10 +205,10 @@ class CreateRun:
     def _bill(
         self,
         client: ClientRecord,
-        customers: list[dict],
+        customers: list[Customer],
         base_prices: PriceBook,
         custom_numbers: bool,
-        existing: dict[str, dict],
+        existing: dict[str, Invoice],
         attribution: Attribution | None,
         clickup_error: str,
     ) -> ClientResult:
@@ -226,7 +226,7 @@ class CreateRun:
                     )
                     raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
                 customer = match_customer(client, customers)
-                name = customer.get("DisplayName") or name
+                name = customer.display_name or name
                 runtime = aggregate_runtime(self._runs(client), self.period)
                 prices = prices_for(client, base_prices)
                 priced = split_lines(
@@ -249,10 +249,7 @@ class CreateRun:
                 already = existing.get(client.client_id)
                 if already is not None:
                     result.skip(Reason.ALREADY_INVOICED, "already invoiced")
-                    result.invoice_id, result.doc_number = (
-                        str(already["Id"]),
-                        str(already.get("DocNumber") or ""),
-                    )
+                    result.invoice_id, result.doc_number = already.id, already.doc_number
                     if not self.options.dry_run:
                         self._record_existing(client, already, result)
                     return result
@@ -273,7 +270,7 @@ class CreateRun:
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
-    def _record_existing(self, client: ClientRecord, invoice: dict, result: ClientResult) -> None:
+    def _record_existing(self, client: ClientRecord, invoice: Invoice, result: ClientResult) -> None:
         """An invoice with our marker exists (perhaps created by a run that crashed before it
         recorded it): make the ledger say so, so nothing ever tries to create it again, and finish
         its usage archive if that was left undone."""
@@ -283,7 +280,7 @@ class CreateRun:
             acquired, entry = self.claims.take(key, request_id_for(key, "create"))
             if not acquired:
                 return
-            attributes = {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")}
+            attributes = {"invoice_id": invoice.id, "doc_number": invoice.doc_number}
             self.claims.record(key, "created", attributes)
             entry = replace(entry, status="created", attributes={**entry.attributes, **attributes})
         if entry.attributes.get("archived") is not True:
@@ -339,7 +336,7 @@ class CreateRun:
             self.claims.record(key, "failed", {"reason": str(exc), "outcome": "unknown"})
             raise
         result.outcome, result.code, result.reason = Outcome.CREATED, Reason.NONE, ""
-        result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
+        result.invoice_id, result.doc_number = invoice.id, invoice.doc_number
         archived = self._archive(result, trace_csv(draft).encode("utf-8-sig"))
         self.claims.record(
             key,
@@ -354,7 +351,7 @@ class CreateRun:
         )
         return result
 
-    def _find_by_marker(self, client: ClientRecord) -> dict | None:
+    def _find_by_marker(self, client: ClientRecord) -> Invoice | None:
         return next((inv for number, inv in self._our_invoices() if number == client.client_id), None)
 
     def _archive_again(self, key: str, result: ClientResult) -> None:

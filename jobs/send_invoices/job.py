@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -25,10 +24,11 @@ from integrations.aws import LedgerEntry
 from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.config import Settings
-from integrations.identifiers import find_marker, leading_client_number
+from integrations.identifiers import leading_client_number
 from integrations.lifecycle import run_all
 from integrations.models import Attachment
 from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
+from integrations.qbo_entities import Invoice
 from integrations.report import safe_path_segment
 from integrations.services import Services
 from send_invoices import summary
@@ -80,19 +80,19 @@ class SendRun:
         expiry = self.services.token_expiry_report(publish_metric=not self.options.dry_run)
         return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, {**report.as_dict(), **expiry}, report.table)
 
-    def _waiting(self) -> list[dict]:
+    def _waiting(self) -> list[Invoice]:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query
         filter, so recent invoices are queried by TxnDate and filtered here."""
         start = self.today - timedelta(days=self.settings.send_lookback_days)
         invoices = self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
-        waiting = [i for i in invoices if i.get("EmailStatus") == "NeedToSend"]
+        waiting = [i for i in invoices if i.email_status == "NeedToSend"]
         if self.options.clients:
             wanted = set(self.options.clients)
-            waiting = [i for i in waiting if leading_client_number(_customer(i)) in wanted]
+            waiting = [i for i in waiting if leading_client_number(i.customer_name) in wanted]
         logger.info("{n} invoice(s) waiting to be sent", n=len(waiting))
-        return sorted(waiting, key=lambda i: (str(i.get("DocNumber") or ""), str(i["Id"])))
+        return sorted(waiting, key=lambda i: (i.doc_number, i.id))
 
-    def _to_resend(self) -> list[dict]:
+    def _to_resend(self) -> list[Invoice]:
         """The one invoice of this system named by ``--resend`` (doc number or QBO id); refuses,
         naming the candidates, when there is none or several (DESIGN §7)."""
         wanted = str(self.options.resend).strip()
@@ -100,20 +100,18 @@ class SendRun:
         ours = [
             i
             for i in self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
-            if find_marker(i.get("PrivateNote")) is not None
+            if i.marker is not None
         ]
-        found = [i for i in ours if wanted in (str(i.get("DocNumber") or ""), str(i["Id"]))]
+        found = [i for i in ours if wanted in (i.doc_number, i.id)]
         if len(found) == 1:
             logger.info("resending invoice {doc} on request", doc=wanted)
             return found
-        near = [i for i in ours if wanted.casefold() in f"{i.get('DocNumber') or ''} {i['Id']}".casefold()]
-        named = (
-            ", ".join(f"{i.get('DocNumber') or '-'} (Id {i['Id']})" for i in (found or near)[:10]) or "none"
-        )
+        near = [i for i in ours if wanted.casefold() in f"{i.doc_number} {i.id}".casefold()]
+        named = ", ".join(f"{i.doc_number or '-'} (Id {i.id})" for i in (found or near)[:10]) or "none"
         what = "several invoices match" if found else "no invoice of this system matches"
         raise errors.StartupError(f"--resend {wanted}: {what} (candidates: {named})")
 
-    def _stopped(self, invoice: dict, started: bool) -> Delivery:
+    def _stopped(self, invoice: Invoice, started: bool) -> Delivery:
         result = self._delivery(invoice)
         reason = (
             "stopped early while sending: the next run checks and finishes it"
@@ -122,17 +120,17 @@ class SendRun:
         )
         return result.set(Outcome.FAILED, Reason.STOPPED, reason)
 
-    def _delivery(self, invoice: dict) -> Delivery:
+    def _delivery(self, invoice: Invoice) -> Delivery:
         return Delivery(
-            invoice_id=str(invoice["Id"]),
-            doc_number=str(invoice.get("DocNumber") or invoice["Id"]),
-            customer=_customer(invoice),
-            amount=Decimal(str(invoice.get("TotalAmt", "0"))).quantize(Decimal("0.01")),
+            invoice_id=invoice.id,
+            doc_number=invoice.number,
+            customer=invoice.customer_name,
+            amount=invoice.total,
             outcome=Outcome.SKIPPED,
-            to=((invoice.get("BillEmail") or {}).get("Address") or ""),
+            to=invoice.bill_email,
         )
 
-    def _handle(self, invoice: dict) -> Delivery:
+    def _handle(self, invoice: Invoice) -> Delivery:
         result = self._delivery(invoice)
         name = result.customer
         with logger.contextualize(invoice=result.doc_number):
@@ -158,7 +156,7 @@ class SendRun:
             return f"resend#{result.invoice_id}#{self.run_id}"
         return f"send#{result.invoice_id}"
 
-    def _deliver(self, invoice: dict, result: Delivery) -> Delivery:
+    def _deliver(self, invoice: Invoice, result: Delivery) -> Delivery:
         key = self._delivery_key(result)
         attributes = {
             "invoice_id": result.invoice_id,
@@ -209,7 +207,7 @@ class SendRun:
         logger.info("sent invoice {doc} to {to}", doc=result.doc_number, to=result.to)
         return result
 
-    def _not_ours(self, invoice: dict, key: str, entry: LedgerEntry | None, result: Delivery) -> Delivery:
+    def _not_ours(self, invoice: Invoice, key: str, entry: LedgerEntry | None, result: Delivery) -> Delivery:
         """The delivery was claimed by another run: finished (sent, needs a person) or still live."""
         status = entry.status if entry else "unknown"
         if status == "sent":
@@ -233,8 +231,7 @@ class SendRun:
         the call failed without an answer). In qbo mode QBO's own record tells whether the mail
         went out; in graph mode nothing does, so a person must check."""
         if self.settings.invoice_delivery == "qbo":
-            current = self.services.qbo.get_invoice(result.invoice_id)
-            if current.get("EmailStatus") == "EmailSent" or current.get("DeliveryInfo"):
+            if self.services.qbo.get_invoice(result.invoice_id).delivered:
                 self.claims.record(key, "sent", {"recovered": True})
                 result.skip(Reason.ALREADY_SENT, "already sent by an interrupted run (confirmed in QBO)")
                 return False
@@ -248,12 +245,10 @@ class SendRun:
         result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
         return False
 
-    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None) -> None:
+    def _send(self, invoice: Invoice, key: str, result: Delivery, pdf: bytes | None) -> None:
         if pdf is None:
             self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send"))
             return
-        cc = [a for a in [(invoice.get("BillEmailCc") or {}).get("Address")] if a]
-        bcc = [a for a in [(invoice.get("BillEmailBcc") or {}).get("Address")] if a]
         subject, html = summary.customer_mail(invoice, result)
         self.services.graph.send_mail(
             self.settings.sender_email,
@@ -263,20 +258,18 @@ class SendRun:
             attachments=[
                 Attachment(f"Invoice-{safe_path_segment(result.doc_number)}.pdf", "application/pdf", pdf)
             ],
-            cc=cc,
-            bcc=bcc,
+            cc=invoice.cc,
+            bcc=invoice.bcc,
         )
 
-    def _mark_sent(self, invoice: dict, key: str) -> None:
+    def _mark_sent(self, invoice: Invoice, key: str) -> None:
         self.services.qbo.sparse_update_invoice(
-            str(invoice["Id"]), {"EmailStatus": "EmailSent"}, request_id_for(key, "mark-sent")
+            invoice.id, {"EmailStatus": "EmailSent"}, request_id_for(key, "mark-sent")
         )
 
-    def _archive(self, invoice: dict, result: Delivery, pdf: bytes | None) -> str:
-        marker = find_marker(invoice.get("PrivateNote"))
-        period = (
-            marker.period if marker else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
-        )
+    def _archive(self, invoice: Invoice, result: Delivery, pdf: bytes | None) -> str:
+        marker = invoice.marker
+        period = marker.period if marker else invoice.txn_date[:7] or self.today.strftime("%Y-%m")
         parts = [
             period,
             safe_path_segment(result.customer),
@@ -289,9 +282,3 @@ class SendRun:
         except errors.ServiceError as exc:
             logger.warning("PDF not archived: {error}", error=str(exc))
             return f"PDF not archived to SharePoint: {exc}"
-
-
-def _customer(invoice: dict) -> str:
-    return str(
-        (invoice.get("CustomerRef") or {}).get("name") or (invoice.get("CustomerRef") or {}).get("value", "")
-    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from integrations.qbo_entities import Invoice
 from integrations.report import Section, money, render_html, render_text, stopped_sections
 from send_invoices.results import QUIET_REASONS, Delivery, Outcome
 
@@ -106,9 +107,9 @@ def dry_run_listing(results: Sequence[Delivery]) -> str:
     return "\n".join(lines or ["nothing waiting to be sent"])
 
 
-def customer_mail(invoice: dict, result: Delivery) -> tuple[str, str]:
+def customer_mail(invoice: Invoice, result: Delivery) -> tuple[str, str]:
     """Subject and short HTML body of the mail that carries an invoice PDF (graph mode)."""
-    due = invoice.get("DueDate") or "on receipt"
+    due = invoice.due_date or "on receipt"
     subject = f"Invoice {result.doc_number}"
     body = (
         f"<html><body><p>Dear {html.escape(result.customer)},</p>"

@@ -36,6 +36,7 @@ from loguru import logger
 from integrations import decimal_json, errors, http, token_expiry
 from integrations.config import QBO_API_URLS, required_fields
 from integrations.logging import mask, register_secret
+from integrations.qbo_entities import Customer, Invoice, Item
 
 if TYPE_CHECKING:
     from integrations.aws import Ledger, SecretStore
@@ -711,6 +712,9 @@ class QboClient:
             request_id=response.headers.get(TID_HEADER),
         )
 
+    def _invoice(self, body: _Body, key: str, operation: str) -> Invoice:
+        return Invoice(self._entity(body, key, operation))
+
     def _entity(self, body: _Body, key: str, operation: str) -> dict:
         value = _ci(body, key)
         if not isinstance(value, dict):
@@ -790,24 +794,29 @@ class QboClient:
             )
         return rows
 
-    def customers(self, include_inactive: bool = True) -> list[dict]:
+    def customers(self, include_inactive: bool = True) -> list[Customer]:
         """Customers; inactive ones too by default (QBO hides them unless asked)."""
-        return list(self.query("Customer", "Active IN (true, false)" if include_inactive else None))
+        return [
+            Customer(row)
+            for row in self.query("Customer", "Active IN (true, false)" if include_inactive else None)
+        ]
 
-    def items(self, include_inactive: bool = False) -> list[dict]:
+    def items(self, include_inactive: bool = False) -> list[Item]:
         """Products and services (active only by default: an inactive item cannot be billed)."""
-        return list(self.query("Item", "Active IN (true, false)" if include_inactive else None))
+        return [
+            Item(row) for row in self.query("Item", "Active IN (true, false)" if include_inactive else None)
+        ]
 
-    def invoices_between(self, start: date, end: date) -> list[dict]:
+    def invoices_between(self, start: date, end: date) -> list[Invoice]:
         """Invoices with ``start <= TxnDate <= end`` (both inclusive)."""
         if end < start:
             raise ValueError(f"end {end} is before start {start}")
         where = f"TxnDate >= {_literal(start.isoformat())} AND TxnDate <= {_literal(end.isoformat())}"
-        return list(self.query("Invoice", where))
+        return [Invoice(row) for row in self.query("Invoice", where)]
 
-    def get_invoice(self, invoice_id: str) -> dict:
+    def get_invoice(self, invoice_id: str) -> Invoice:
         operation = f"read invoice {invoice_id}"
-        return self._entity(
+        return self._invoice(
             self._call("GET", f"invoice/{_path_id(invoice_id)}", operation), "Invoice", operation
         )
 
@@ -838,7 +847,7 @@ class QboClient:
 
     # -- writes (every one carries a requestid) ----------------------------------------------
 
-    def create_invoice(self, body: Mapping[str, Any], request_id: str) -> dict:
+    def create_invoice(self, body: Mapping[str, Any], request_id: str) -> Invoice:
         """Create an invoice; returns the created Invoice object. A replay returns the original."""
         _check_request_id(request_id)
         if not isinstance(body, Mapping) or not body:
@@ -846,9 +855,9 @@ class QboClient:
         if "Id" in body:
             raise ValueError("an invoice body with an Id is an update, not a create")
         reply = self._post_json("invoice", "create invoice", dict(body), {"requestid": request_id})
-        return self._entity(reply, "Invoice", "create invoice")
+        return self._invoice(reply, "Invoice", "create invoice")
 
-    def sparse_update_invoice(self, invoice_id: str, fields: Mapping[str, Any], request_id: str) -> dict:
+    def sparse_update_invoice(self, invoice_id: str, fields: Mapping[str, Any], request_id: str) -> Invoice:
         """Change only ``fields``; reads the current SyncToken first, and once more after a 5010."""
         _check_request_id(request_id)
         reserved = _RESERVED_UPDATE_FIELDS.intersection(fields)
@@ -868,7 +877,7 @@ class QboClient:
                 **fields,
             }
             try:
-                return self._entity(
+                return self._invoice(
                     self._post_json("invoice", operation, payload, {"requestid": attempt_id}),
                     "Invoice",
                     operation,
@@ -879,7 +888,7 @@ class QboClient:
                 logger.info("QBO invoice {id} changed meanwhile (5010); re-reading it once", id=invoice_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send_invoice(self, invoice_id: str, request_id: str, send_to: str | None = None) -> dict:
+    def send_invoice(self, invoice_id: str, request_id: str, send_to: str | None = None) -> Invoice:
         """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail."""
         _check_request_id(request_id)
         params = {"requestid": request_id}
@@ -894,7 +903,7 @@ class QboClient:
             headers={"Content-Type": "application/octet-stream"},
             data=b"",
         )
-        return self._entity(reply, "Invoice", operation)
+        return self._invoice(reply, "Invoice", operation)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from integrations.aws import Ledger
 from integrations.config import Settings
 from integrations.lifecycle import StopSignal
 from integrations.models import Attachment, ClientRecord, InvalidRecord, Member, ProcessRun, TimeEntry
+from integrations.qbo_entities import Customer, Invoice, Item
 
 _LOCK = threading.Lock()
 OCTOBER_RUN = datetime(2026, 10, 7, 14, 0, tzinfo=UTC)
@@ -61,25 +62,25 @@ class FakeQbo:
                     del self.faults[key]
                     raise fault[0]
 
-    def customers(self, include_inactive: bool = False) -> list[dict]:
-        return list(self.customers_)
+    def customers(self, include_inactive: bool = False) -> list[Customer]:
+        return [Customer(c) for c in self.customers_]
 
-    def items(self) -> list[dict]:
-        return list(self.items_)
+    def items(self) -> list[Item]:
+        return [Item(i) for i in self.items_]
 
     def custom_txn_numbers(self) -> bool:
         return self.custom_numbers
 
-    def invoices_between(self, start: date, end: date) -> list[dict]:
+    def invoices_between(self, start: date, end: date) -> list[Invoice]:
         self._fault("read", False)
-        return [dict(i) for i in self.invoices if start.isoformat() <= i["TxnDate"] <= end.isoformat()]
+        return [Invoice(i) for i in self.invoices if start.isoformat() <= i["TxnDate"] <= end.isoformat()]
 
-    def get_invoice(self, invoice_id: str) -> dict:
-        return dict(next(i for i in self.invoices if i["Id"] == invoice_id))
+    def get_invoice(self, invoice_id: str) -> Invoice:
+        return Invoice(next(i for i in self.invoices if i["Id"] == invoice_id))
 
-    def create_invoice(self, body: dict, request_id: str) -> dict:
+    def create_invoice(self, body: dict, request_id: str) -> Invoice:
         if request_id in self.replies:
-            return dict(self.replies[request_id])
+            return Invoice(self.replies[request_id])
         customer = body["CustomerRef"]["value"]
         self._fault("create", False, customer)
         invoice = {**body, "Id": str(next(self._ids)), "SyncToken": "0"}
@@ -87,23 +88,23 @@ class FakeQbo:
         self.invoices.append(invoice)
         self.replies[request_id] = invoice
         self._fault("create", True, customer)
-        return dict(invoice)
+        return Invoice(invoice)
 
-    def send_invoice(self, invoice_id: str, request_id: str) -> dict:
+    def send_invoice(self, invoice_id: str, request_id: str) -> Invoice:
         self._fault("send", False)
         invoice = next(i for i in self.invoices if i["Id"] == invoice_id)
         invoice.update(EmailStatus="EmailSent", DeliveryInfo={"DeliveryType": "Email"})
         invoice["SyncToken"] = str(int(invoice["SyncToken"]) + 1)
         self.sent.append(invoice_id)
         self._fault("send", True)
-        return dict(invoice)
+        return Invoice(invoice)
 
-    def sparse_update_invoice(self, invoice_id: str, fields: dict, request_id: str) -> dict:
+    def sparse_update_invoice(self, invoice_id: str, fields: dict, request_id: str) -> Invoice:
         self._fault("update", False)
         invoice = next(i for i in self.invoices if i["Id"] == invoice_id)
         invoice.update(fields)
         invoice["SyncToken"] = str(int(invoice["SyncToken"]) + 1)
-        return dict(invoice)
+        return Invoice(invoice)
 
     def invoice_pdf(self, invoice_id: str) -> bytes:
         self._fault("pdf", False)
