@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -289,19 +286,3 @@ def test_smoke_reads_outputs_prod_declares_and_the_ecs_modules_stream_prefix():
     assert f'"awslogs-stream-prefix" = "{PREFIX}"' in ecs_module
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert re.search(r"^smoke: .*## .+\n\t\$\(PY\) -m deploy smoke$", makefile, re.M)
-
-
-def test_make_smoke_without_region_or_backend_exits_2_naming_both():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "deploy", "smoke"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert "AWS_REGION is not set" in done.stderr
-    if not (REPO_ROOT / "terraform/envs/prod/backend.hcl").exists():
-        assert "backend.hcl is missing" in done.stderr
