@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 DEPLOY_FLAGS := $(if $(filter 1 true yes,$(ALLOW_DIRTY)),--allow-dirty,)
 
 .PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench \
-        image-test build push plan deploy adopt clean doctor qbo-auth
+        image-test build push plan deploy adopt smoke clean doctor qbo-auth
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ deploy: $(STAMP) ## Build, push, plan to a file, ask, apply exactly that plan (A
 
 adopt: $(STAMP) ## Adopt the seed guide's hand-made AWS setup: import, remove the old rules/policy, say what to delete
 	$(PY) -m deploy adopt
+
+smoke: $(STAMP) ## One --create-invoices --dry-run of the deployed task on the schedules' network: exit code, log tail
+	$(PY) -m deploy smoke
 
 clean: ## Remove the virtualenvs, caches and sandbox state
 	-$(PY) -m sandbox down 2>/dev/null

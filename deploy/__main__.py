@@ -1,4 +1,4 @@
-"""``python -m deploy build|push|plan|deploy|adopt`` (what ``make build/push/plan/deploy/adopt`` run).
+"""``python -m deploy build|push|plan|deploy|adopt|smoke`` (what ``make build/push/plan/deploy/adopt/smoke`` run).
 
 Settings: the state backend in terraform/envs/prod/backend.hcl and the stack's values in
 terraform/envs/prod/terraform.tfvars (both git-ignored; see deploy.config). From the environment:
@@ -8,6 +8,7 @@ platform follows the stack's cpu_architecture. AWS credentials are boto3's and T
 ones (profile, env or SSO).
 
 Exit codes: 0 done, 1 a step failed (or adoption left steps for a person), 2 configuration incomplete.
+smoke exits with the smoke task's own exit code (2 when the task could not start; see deploy.smoke).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = boto3.session.Session(region_name=config.aws_region)
         if args.command == "adopt":
             return _adopt(config, session.client, stack, args.yes)
+        if args.command == "smoke":
+            return _smoke(config, session.client, stack)
         ecr = session.client("ecr")
         if args.command == "push":
             pushed = pipeline.push(config, runner, ecr, allow_dirty=args.allow_dirty)
@@ -107,6 +110,13 @@ def _adopt(config: DeployConfig, client: Callable[[str], Any], stack: TerraformS
     from deploy import adopt
 
     return adopt.run(config, client, stack, lambda question: _ask(question, config, yes))
+
+
+def _smoke(config: DeployConfig, client: Callable[[str], Any], stack: TerraformStack) -> int:
+    from deploy import pipeline, smoke
+
+    pipeline.init(config, stack)
+    return smoke.run(stack.outputs(), client("ecs"), client("logs"))
 
 
 if __name__ == "__main__":

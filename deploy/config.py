@@ -25,7 +25,7 @@ TERRAFORM_DIR = Path("terraform/envs/prod")
 BACKEND_FILE = "backend.hcl"
 # The task definition's runtime_platform.cpu_architecture -> the image platform it can run.
 PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
-COMMANDS = ("build", "push", "plan", "deploy", "adopt")
+COMMANDS = ("build", "push", "plan", "deploy", "adopt", "smoke")
 # ECR's own rule for repository names.
 _REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _TRUE = {"1", "true", "yes", "y"}
@@ -57,7 +57,8 @@ def load_config(env: Mapping[str, str], repo_root: Path, command: str) -> Deploy
     """Read what ``command`` needs; raise DeployConfigError listing every missing or bad value.
 
     build needs nothing from AWS; push needs the region; plan/deploy/adopt also need the state
-    backend file, and TF_VAR_FILE when set.
+    backend file, and TF_VAR_FILE when set; smoke needs the region and the backend file (it reads
+    the stack's outputs).
     """
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}")
@@ -72,7 +73,7 @@ def load_config(env: Mapping[str, str], repo_root: Path, command: str) -> Deploy
     var_file: Path | None = None
     backend_file: Path | None = None
     terraform_dir = repo_root / TERRAFORM_DIR
-    if command in ("plan", "deploy", "adopt"):
+    if command in ("plan", "deploy", "adopt", "smoke"):
         backend_file = terraform_dir / BACKEND_FILE
         if not backend_file.is_file():
             problems.append(

@@ -103,6 +103,10 @@ class GraphStandIn:
         sites = []
         for raw in config.get("sites", []):
             host, path = raw["hostname"].lower(), "/" + raw["path"].strip("/")
+            for folder in raw.get("folders", []):  # folders that exist in the site's library
+                (self.sharepoint_dir / host / path.strip("/") / self._item_path(folder)).mkdir(
+                    parents=True, exist_ok=True
+                )
             guid_a = uuid.uuid5(uuid.NAMESPACE_URL, f"https://{host}{path}#collection")
             guid_b = uuid.uuid5(uuid.NAMESPACE_URL, f"https://{host}{path}#web")
             sites.append(
@@ -145,6 +149,27 @@ class GraphStandIn:
             if mailbox.lower() == user.lower():
                 return mailbox
         raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
+
+    def _user_json(self, mailbox: str) -> dict[str, Any]:
+        """A user as ``GET /users/{id|upn}`` returns it (user-get.md, Example 1), cut to ``$select``."""
+        name = self.config.get("mailbox_name") if mailbox == self.config["mailboxes"][0] else None
+        user = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{mailbox.lower()}")),
+            "displayName": name or mailbox.split("@", 1)[0],
+            "mail": mailbox,
+            "userPrincipalName": mailbox,
+            "businessPhones": [],
+            "givenName": None,
+            "surname": None,
+            "jobTitle": None,
+            "officeLocation": None,
+            "preferredLanguage": "en-US",
+        }
+        selected = [f for f in request.args.get("$select", "").split(",") if f]
+        if selected:
+            user = {k: v for k, v in user.items() if k in selected or k == "id"}
+        context = f"users({','.join(selected)})" if selected else "users"
+        return {"@odata.context": f"{request.host_url}v1.0/$metadata#{context}/$entity", **user}
 
     def _sender(self, mailbox: str) -> str:
         name = self.config.get("mailbox_name")
@@ -401,6 +426,21 @@ class GraphStandIn:
             self._draft(user, draft_id)
             self._delete_draft(draft_id)
             return Response(status=204)
+
+        # directory -----------------------------------------------------------------------------
+
+        @app.get("/v1.0/users/<user>")
+        def get_user(user: str) -> Response:
+            permissions.require_user_read(g.roles)
+            mailbox = next((m for m in self.config["mailboxes"] if m.lower() == user.lower()), None)
+            if mailbox is None:
+                raise GraphError(
+                    404,
+                    "Request_ResourceNotFound",
+                    f"Resource '{user}' does not exist or one of its queried reference-property "
+                    "objects are not present.",
+                )
+            return _json(200, self._user_json(mailbox))
 
         # SharePoint ----------------------------------------------------------------------------
 

@@ -8,7 +8,12 @@ from microsoftgraph/microsoft-graph-docs-contrib ``user-sendmail.md``, ``outlook
 - drafts, their attachments and upload sessions: ``Mail.ReadWrite`` (sending a draft: also ``Mail.Send``);
 - reading a site: ``Sites.Read.All``, ``Sites.ReadWrite.All``, or ``Sites.Selected`` with a grant on it;
 - writing files: ``Sites.ReadWrite.All``, ``Files.ReadWrite.All``, or ``Sites.Selected`` with a
-  ``write`` grant on the site.
+  ``write`` grant on the site;
+- reading a user (``GET /users/{id|upn}``): ``User.ReadBasic.All`` or ``User.Read.All`` (or a
+  broader directory role). Source: learn.microsoft.com/graph/migrate-azure-ad-graph-permissions-differences
+  ("on Microsoft Graph, reading users in app-only scenarios requires only the User.Read.All
+  permission"); ``User.ReadBasic.All`` covers the basic profile (id, displayName, mail, UPN). Not in
+  our reference notes; ``Mail.Send`` and ``Mail.ReadWrite`` grant no user read.
 A refused call gets 403 in Graph's error envelope. The exact codes and messages for a missing role
 are NOT FOUND in our reference notes; ``ErrorAccessDenied`` (Outlook) and ``accessDenied``
 (SharePoint) are the codes Graph uses for denied access in the documented samples.
@@ -28,6 +33,15 @@ MAIL_READ_WRITE = "Mail.ReadWrite"
 SITES_READ = frozenset({"Sites.Read.All", "Sites.ReadWrite.All", "Sites.FullControl.All"})
 SITES_WRITE = frozenset({"Sites.ReadWrite.All", "Files.ReadWrite.All", "Sites.FullControl.All"})
 SITES_SELECTED = "Sites.Selected"
+USER_READ = frozenset(
+    {
+        "User.ReadBasic.All",
+        "User.Read.All",
+        "User.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    }
+)
 DEFAULT_ROLES = (MAIL_SEND, MAIL_READ_WRITE, "Sites.ReadWrite.All")
 
 
@@ -69,6 +83,12 @@ def require_mail(roles: set[str], *needed: str) -> None:
             "ErrorAccessDenied",
             f"Access is denied. Check credentials and try again. (missing application permission: {', '.join(missing)})",
         )
+
+
+def require_user_read(roles: set[str]) -> None:
+    if not roles & USER_READ:
+        # Graph's directory refusal (public client code handling it; not in our reference notes).
+        raise Denied("Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
 
 def require_site(roles: set[str], site: dict[str, Any], client_id: str, *, write: bool) -> None:

@@ -140,6 +140,9 @@ def load(source: str | Path | dict[str, Any] | None = None) -> dict[str, Any]:
         graph["sites"] = [
             {"hostname": settings["MS_GRAPH_HOSTNAME"], "path": settings["SHAREPOINT_SITE_PATH"]}
         ]
+    for site in graph["sites"]:  # the archive folder exists unless a scenario lists the folders
+        if "folders" not in site and site["hostname"].lower() == settings["MS_GRAPH_HOSTNAME"].lower():
+            site["folders"] = [settings["SHAREPOINT_FOLDER"]]
     validate(scenario)
     return scenario
 

@@ -23,6 +23,15 @@ from integrations.services import Services
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SITE_WRITE_ROLES = {"Sites.ReadWrite.All", "Files.ReadWrite.All", "Sites.FullControl.All"}
+# Application roles that let an app-only token read a user (GET /users/{upn}). The jobs need none of
+# them (Mail.Send reads nothing), so the mailbox check runs only when the tenant granted one.
+USER_READ_ROLES = {
+    "User.ReadBasic.All",
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+}
 
 
 @dataclass
@@ -183,7 +192,24 @@ class Doctor:
             )
         else:
             self.add("graph role archive", FAIL, _missing("Sites.ReadWrite.All or Sites.Selected"))
-        self.attempt("graph site", self._site)
+        self.attempt("graph mailbox", lambda: self._mailbox(roles))
+        if self.attempt("graph site", self._site):
+            self.attempt("graph folder", self._folder)
+
+    def _mailbox(self, roles: set[str]) -> tuple[str, str]:
+        sender = self.settings.sender_email
+        if not roles & USER_READ_ROLES:
+            return WARN, (
+                f"skipped: reading {sender} needs User.ReadBasic.All or User.Read.All, which the jobs do "
+                "not need and the app is not granted (Mail.Send reads nothing); the next summary mail "
+                "shows the mailbox works"
+            )
+        user = self.services.graph.user(sender)
+        if user is None:
+            return FAIL, f"SENDER_EMAIL {sender}: no such user in the tenant"
+        if not user.get("mail"):
+            return FAIL, f"SENDER_EMAIL {sender}: the user has no mailbox (no mail address)"
+        return OK, f"{user.get('mail')} ({user.get('displayName') or '?'}) found"
 
     def _site(self) -> tuple[str, str]:
         site = self.services.sharepoint_site
@@ -191,6 +217,18 @@ class Doctor:
             OK,
             f"{self.settings.ms_graph_hostname}{self.settings.sharepoint_site_path} found ({site.split(',')[0]})",
         )
+
+    def _folder(self) -> tuple[str, str]:
+        folder = self.settings.sharepoint_folder
+        item = self.services.graph.drive_item(self.services.sharepoint_site, folder)
+        if item is None:
+            return FAIL, (
+                f"SHAREPOINT_FOLDER {folder!r} is not in the site's document library: create it, or correct "
+                "the name (an upload would create a new folder of that name)"
+            )
+        if "folder" not in item:
+            return FAIL, f"SHAREPOINT_FOLDER {folder!r} is a file, not a folder"
+        return OK, f"{folder} exists ({(item.get('folder') or {}).get('childCount', '?')} item(s))"
 
 
 def _missing(role: str) -> str:

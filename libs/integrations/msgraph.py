@@ -309,11 +309,7 @@ class GraphClient:
         """Store ``content`` at ``path`` (``folder/sub/file.csv``) in the site's default library."""
         if conflict not in CONFLICT_BEHAVIOURS:
             raise ValueError(f"conflict must be one of {', '.join(CONFLICT_BEHAVIOURS)} (got {conflict!r})")
-        segments = path.strip("/").split("/")
-        if not path.strip("/") or any(not s.strip() or s in (".", "..") for s in segments):
-            raise ValueError(f"path must be folder/.../file name without empty parts (got {path!r})")
-        item = "/".join(_path_segment(s) for s in segments)
-        root = f"{self.base_url}/sites/{quote(site_id, safe=',')}/drive/root:/{item}:"
+        root = f"{self._drive_path(site_id, path)}:"
         operation = f"upload {path}"
         if len(content) < SIMPLE_UPLOAD_MAX_BYTES:
             response = self._call(
@@ -335,6 +331,46 @@ class GraphClient:
             self._cancel_upload(upload_url, operation)
             raise
         return _drive_item(response, operation)
+
+    def drive_item(self, site_id: str, path: str) -> dict | None:
+        """The driveItem at ``path`` (``folder`` or ``folder/file``) in the site's default library,
+        or None when Graph answers 404. A folder has a ``folder`` facet, a file a ``file`` facet."""
+        operation = f"GET drive item {path}"
+        try:
+            response = self._call("GET", self._drive_path(site_id, path), operation)
+        except errors.NotFound:
+            return None
+        return _drive_item(response, operation)
+
+    def _drive_path(self, site_id: str, path: str) -> str:
+        """``.../sites/{site-id}/drive/root:/{path}`` with each path segment encoded."""
+        segments = path.strip("/").split("/")
+        if not path.strip("/") or any(not s.strip() or s in (".", "..") for s in segments):
+            raise ValueError(f"path must be folder/.../file name without empty parts (got {path!r})")
+        item = "/".join(_path_segment(s) for s in segments)
+        return f"{self.base_url}/sites/{quote(site_id, safe=',')}/drive/root:/{item}"
+
+    # -- directory ---------------------------------------------------------------------------
+    def user(self, user: str) -> dict | None:
+        """The directory user ``user`` (id or user principal name) with ``id``, ``displayName``,
+        ``mail`` and ``userPrincipalName``, or None when Graph answers 404.
+
+        App-only, this read needs ``User.ReadBasic.All`` or ``User.Read.All``; the jobs need
+        neither (``Mail.Send`` reads nothing), so only ``--check`` calls it, and only when granted."""
+        operation = f"GET user {user}"
+        try:
+            response = self._call(
+                "GET",
+                f"{self.base_url}/users/{_user(user)}",
+                operation,
+                params={"$select": "id,displayName,mail,userPrincipalName"},
+            )
+        except errors.NotFound:
+            return None
+        found = http.json_body(response, SERVICE, operation)
+        if not isinstance(found, dict) or not found.get("id"):
+            raise errors.GarbledResponse(SERVICE, operation, "reply is not a user (no id)")
+        return found
 
     def _cancel_upload(self, upload_url: str, operation: str) -> None:
         try:

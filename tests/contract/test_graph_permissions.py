@@ -88,3 +88,34 @@ def test_the_archive_needs_a_site_write_permission(
         with pytest.raises(errors.ServiceError) as caught:
             archive()
         assert caught.value.status == 403
+
+
+def test_reading_the_sender_needs_a_user_read_role_mail_send_reads_nothing(
+    granted: Callable[..., Services],
+) -> None:
+    services = granted(["Mail.Send", "Mail.ReadWrite", "Sites.ReadWrite.All"])
+
+    with pytest.raises(errors.ServiceError) as caught:
+        services.graph.user(services.settings.sender_email)
+    assert caught.value.status == 403
+
+
+def test_the_sender_read_answers_the_user_or_none(granted: Callable[..., Services]) -> None:
+    services = granted(["Mail.Send", "User.ReadBasic.All", "Sites.ReadWrite.All"])
+    sender = services.settings.sender_email
+
+    user = services.graph.user(sender)
+
+    assert user is not None and user["mail"] == sender and user["userPrincipalName"] == sender
+    assert set(user) == {"@odata.context", "id", "displayName", "mail", "userPrincipalName"}
+    assert services.graph.user("nobody@brightline-automation.example") is None
+
+
+def test_the_archive_folder_reads_as_a_folder_item_or_none(granted: Callable[..., Services]) -> None:
+    services = granted(["Mail.Send", "Sites.Read.All"])
+    site, folder = services.sharepoint_site, services.settings.sharepoint_folder
+
+    item = services.graph.drive_item(site, folder)
+
+    assert item is not None and item["name"] == folder and "folder" in item
+    assert services.graph.drive_item(site, "No Such Folder") is None

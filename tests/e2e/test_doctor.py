@@ -28,9 +28,13 @@ def test_the_default_scenario_passes_and_nothing_is_written(harness: Harness) ->
         "clickup role",
         "graph role Mail.Send",
         "graph site",
+        "graph folder",
         "table ledger",
     ):
         assert statuses[check] == "ok"
+    # The app holds no user-read role (the jobs need none): the mailbox check says it is skipped.
+    assert statuses["graph mailbox"] == "warn"
+    assert "skipped" in next(r["detail"] for r in run.summary["table"] if r["check"] == "graph mailbox")
     assert any(c.startswith("registry 1000") for c in statuses) and any(
         c.startswith("robocorp ") for c in statuses
     )
@@ -50,7 +54,10 @@ def _broken() -> dict:
         {"client_id": "10077", "customer_name": "10077 - Nobody Ltd", "robocorp_workspace_ids": []}
     )
     scenario["clickup"]["token_owner"] = 81500002  # a member, not an admin
-    scenario["graph"]["app_roles"] = ["Mail.ReadWrite", "Sites.ReadWrite.All"]  # no Mail.Send
+    # No Mail.Send; User.ReadBasic.All lets doctor read the sender, which is misspelt.
+    scenario["graph"]["app_roles"] = ["Mail.ReadWrite", "Sites.ReadWrite.All", "User.ReadBasic.All"]
+    scenario["settings"]["SENDER_EMAIL"] = "bliling@brightline-automation.example"
+    scenario["graph"]["sites"][0]["folders"] = []  # the archive folder does not exist
     return scenario
 
 
@@ -60,4 +67,31 @@ def test_each_broken_thing_gives_exactly_its_own_named_fail(harness: Harness) ->
 
     fails = sorted(c for c, s in _statuses(run).items() if s == "fail")
     assert run.exit_code == 1
-    assert fails == ["clickup role", "graph role Mail.Send", "qbo items", "registry 10077"]
+    assert fails == [
+        "clickup role",
+        "graph folder",
+        "graph mailbox",
+        "graph role Mail.Send",
+        "qbo items",
+        "registry 10077",
+    ]
+
+
+def _mailbox_readable() -> dict:
+    scenario = default_scenario()
+    scenario["graph"]["app_roles"] = [
+        "Mail.Send",
+        "Mail.ReadWrite",
+        "Sites.ReadWrite.All",
+        "User.ReadBasic.All",
+    ]
+    return scenario
+
+
+@pytest.mark.parametrize("harness", [_mailbox_readable()], indirect=True)
+def test_with_a_user_read_role_the_sender_mailbox_is_checked(harness: Harness) -> None:
+    run = harness.run("--check")
+
+    row = run.rows(check="graph mailbox")[0]
+    assert run.exit_code == 0 and row["status"] == "ok"
+    assert "billing@brightline-automation.example" in row["detail"]

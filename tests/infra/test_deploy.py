@@ -472,10 +472,11 @@ def test_backend_and_tfvars_are_ignored_by_git_and_documented_the_same_way():
     assert "TF_BACKEND_" not in (REPO_ROOT / "deploy/config.py").read_text()
 
 
-def test_cli_exits_2_with_the_list_of_problems():
+@pytest.mark.parametrize("command", ["plan", "smoke"])
+def test_cli_exits_2_with_the_list_of_problems(command):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_VAR_FILE"))}
     done = subprocess.run(
-        [sys.executable, "-m", "deploy", "plan"],
+        [sys.executable, "-m", "deploy", command],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
