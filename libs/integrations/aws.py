@@ -544,25 +544,17 @@ class Ledger:
 
     def renew(self, key: str, run_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a claim this run still holds; False when it no longer does."""
-        try:
-            self._table.update_item(
-                Key={"pk": key},
-                UpdateExpression="SET #lease = :lease",
-                ConditionExpression="#run = :run AND #s = :claimed",
-                ExpressionAttributeNames={"#lease": "lease_expires_at", "#run": "run_id", "#s": "status"},
-                ExpressionAttributeValues={
-                    ":lease": _epoch(self._clock() + timedelta(seconds=lease_seconds)),
-                    ":run": run_id,
-                    ":claimed": "claimed",
-                },
-            )
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
-        except BotoCoreError as exc:
-            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
-        return True
+        return self._update_if(
+            key,
+            UpdateExpression="SET #lease = :lease",
+            ConditionExpression="#run = :run AND #s = :claimed",
+            ExpressionAttributeNames={"#lease": "lease_expires_at", "#run": "run_id", "#s": "status"},
+            ExpressionAttributeValues={
+                ":lease": _epoch(self._clock() + timedelta(seconds=lease_seconds)),
+                ":run": run_id,
+                ":claimed": "claimed",
+            },
+        )
 
     def annotate(self, key: str, status: str, attributes: Mapping[str, Any]) -> bool:
         """Merge ``attributes`` into a finished row (status ``status``) without holding a claim, e.g.
@@ -571,20 +563,29 @@ class Ledger:
         names = {"#s": "status", "#updated": "updated_at"}
         values: dict[str, Any] = {":status": status, ":now": _iso(self._clock())}
         sets = ["#updated = :now", *_attribute_updates(_to_dynamo(dict(attributes)), names, values)]
+        return self._update_if(
+            key,
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="#s = :status",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def _update_if(self, key: str, **request: Any) -> bool:
+        return self._write_if("UpdateItem", key, Key={"pk": key}, **request)
+
+    def _write_if(self, action: str, key: str, **request: Any) -> bool:
+        """One conditional write (PutItem or UpdateItem): True when written, False when its
+        condition did not hold; any other failure is an error naming the row."""
+        write = self._table.put_item if action == "PutItem" else self._table.update_item
         try:
-            self._table.update_item(
-                Key={"pk": key},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="#s = :status",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
+            write(**request)
         except ClientError as exc:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+            raise aws_error("dynamodb", f"{action} {key}", exc) from None
         except BotoCoreError as exc:
-            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+            raise aws_error("dynamodb", f"{action} {key}", exc) from None
         return True
 
     # -- documents (what a run must be able to reproduce later, e.g. a usage CSV)
@@ -643,20 +644,14 @@ class Ledger:
             "attempts": 1,
             "attributes": {},
         }
-        try:
-            self._table.put_item(
-                Item=item,
-                ConditionExpression="attribute_not_exists(#pk) OR #lease < :now OR #run = :owner",
-                ExpressionAttributeNames={"#pk": "pk", "#lease": "lease_expires_at", "#run": "run_id"},
-                ExpressionAttributeValues={":now": _epoch(now), ":owner": owner},
-            )
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
-        except BotoCoreError as exc:
-            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
-        return True
+        return self._write_if(
+            "PutItem",
+            key,
+            Item=item,
+            ConditionExpression="attribute_not_exists(#pk) OR #lease < :now OR #run = :owner",
+            ExpressionAttributeNames={"#pk": "pk", "#lease": "lease_expires_at", "#run": "run_id"},
+            ExpressionAttributeValues={":now": _epoch(now), ":owner": owner},
+        )
 
     def release_lock(self, name: str, owner: str) -> None:
         """Delete the lock row if we still hold it (after our lease ran out someone else may)."""
