@@ -37,6 +37,8 @@ class JobOptions:
     dry_run: bool = False
     period: str | None = None  # YYYY-MM
     clients: tuple[str, ...] = ()
+    backfill: bool = False  # create: allow a --period more than 12 months back
+    release: str | None = None  # create: release this held invoice (doc number or QBO id)
 
 
 @dataclass
@@ -56,13 +58,13 @@ JobFunction = Callable[[Settings, JobOptions], JobOutcome]
 
 
 def _period(value: str) -> str:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value, re.ASCII):
         raise argparse.ArgumentTypeError(f"--period must look like 2026-10 (got {value!r})")
     return value
 
 
 def _client(value: str) -> str:
-    if not re.fullmatch(r"\d{3,10}", value):
+    if not re.fullmatch(r"[0-9]{3,10}", value, re.ASCII):
         raise argparse.ArgumentTypeError(f"--client takes a client number like 10002 (got {value!r})")
     return value
 
@@ -81,9 +83,19 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     parser.add_argument(
         "--client", type=_client, action="append", default=[], help="only this client (repeatable)"
     )
+    parser.add_argument(
+        "--backfill", action="store_true", help="create: allow a --period more than 12 months back"
+    )
+    parser.add_argument("--release", metavar="DOC_NUMBER", help="create: release this held invoice for sending")
     args = parser.parse_args(list(argv))
     job = "create-invoices" if args.create_invoices else "send-invoices"
-    return job, JobOptions(dry_run=args.dry_run, period=args.period, clients=tuple(args.client))
+    return job, JobOptions(
+        dry_run=args.dry_run,
+        period=args.period,
+        clients=tuple(args.client),
+        backfill=args.backfill,
+        release=args.release,
+    )
 
 
 def load_job(name: str) -> JobFunction:

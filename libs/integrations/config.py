@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from integrations.errors import ConfigError
 
@@ -77,6 +77,10 @@ class Settings:
     http_max_retries: int = 5
     http_max_retry_after_seconds: float = 120.0
     scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
+    pinned_today: date | None = None  # PINNED_TODAY: sandbox and tests only; production reads the wall clock
+    late_lookback_months: int = 3  # LATE_LOOKBACK_MONTHS: closed months whose late usage is carried forward
+    hold_max_hours: int = 12  # HOLD_MAX_HOURS: an entry or run longer than this holds the invoice
+    hold_median_multiple: int = 3  # HOLD_MEDIAN_MULTIPLE: a total above this x the median holds it
     extra: dict = field(default_factory=dict, compare=False)
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
@@ -149,6 +153,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             problems.append(f"SCHEDULED_TIME must be an ISO 8601 time with a zone (got {raw_scheduled!r})")
             scheduled = None
 
+    pinned: date | None = None
+    raw_pinned = get("PINNED_TODAY")
+    if raw_pinned:
+        try:
+            pinned = date.fromisoformat(raw_pinned) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw_pinned) else None
+        except ValueError:
+            pinned = None
+        if pinned is None:
+            problems.append(f"PINNED_TODAY must be a date like 2026-11-28 (got {raw_pinned!r})")
+    lookback = _number(env, "LATE_LOOKBACK_MONTHS", 3, problems, integer=True)
+    if lookback > 12:
+        problems.append(f"LATE_LOOKBACK_MONTHS must be 1..12 (got {lookback})")
+        lookback = 3
+
     settings = Settings(
         aws_region=get("AWS_REGION"),
         qbo_secret_name=get("QBO_SECRET_NAME"),
@@ -185,6 +203,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         http_max_retries=_number(env, "HTTP_MAX_RETRIES", 5, problems, integer=True),
         http_max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, problems),
         scheduled_time=scheduled,
+        pinned_today=pinned,
+        late_lookback_months=lookback,
+        hold_max_hours=_number(env, "HOLD_MAX_HOURS", 12, problems, integer=True),
+        hold_median_multiple=_number(env, "HOLD_MEDIAN_MULTIPLE", 3, problems, integer=True),
     )
     if problems:
         raise ConfigError(problems)
