@@ -296,7 +296,9 @@ class TraceRow:
     seconds: int  # whole seconds (the billing unit)
     hours: Decimal
     user: str  # ClickUp user name; "" otherwise
-    usage_period: str = ""  # the month the usage belongs to ("2026-10"); differs from the invoice's for late usage
+    usage_period: str = (
+        ""  # the month the usage belongs to ("2026-10"); differs from the invoice's for late usage
+    )
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,9 @@ class PeriodRefused(ValueError):
     """A month that may not be billed (yet, or without ``--backfill``); the message says why."""
 
 
-def check_billable(period: Period, today: date, *, backfill: bool = False, tz: str = BUSINESS_TIME_ZONE) -> None:
+def check_billable(
+    period: Period, today: date, *, backfill: bool = False, tz: str = BUSINESS_TIME_ZONE
+) -> None:
     """Refuse a month that has not ended in the business time zone, or one more than
     ``BACKFILL_MONTHS`` back unless ``backfill``. ``today`` is the business date (the one clock)."""
     current = Period(today.year, today.month)

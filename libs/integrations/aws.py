@@ -11,8 +11,10 @@ error codes and messages (which never echo a secret) and are passed through the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +58,12 @@ CLAIM_LEASE_SECONDS = 30 * 60
 
 LEDGER_STATUSES = frozenset({"created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
+TRACE_PREFIX = "trace#"
+TRACE_STATES = frozenset({"pending", "invoiced", "nothing"})
+# DynamoDB items are at most 400 KB: a trace is zlib-compressed and split into items of this many
+# bytes (a month of 100,000 runs is a few MB of CSV, so a handful of chunk items).
+TRACE_CHUNK_BYTES = 300_000
+TRACE_RETAIN_DAYS = 800  # long enough for late usage (12 months back at most) and the median rule
 
 
 def utcnow() -> datetime:
@@ -314,6 +322,30 @@ class LedgerEntry:
         return self.lease_expires_at < now
 
 
+@dataclass(frozen=True)
+class UsageTrace:
+    """What this system billed a client for a month: its invoice's usage CSV (every run and time
+    entry id behind every line), or that it closed the month with nothing to bill.
+
+    ``state``: pending (written under the claim, before the QBO create), invoiced, or nothing."""
+
+    client_id: str
+    period: str  # "2026-10"
+    state: str
+    usage_csv: str = ""
+    total: str = ""
+    invoice_id: str = ""
+    doc_number: str = ""
+
+    @property
+    def key(self) -> str:
+        return trace_key(self.client_id, self.period)
+
+
+def trace_key(client_id: str, period: str) -> str:
+    return f"{TRACE_PREFIX}{client_id}#{period}"
+
+
 class ClaimNotHeld(errors.ServiceError):
     """``Ledger.record`` by a run that does not (or no longer) hold the claim. Never retried."""
 
@@ -536,6 +568,108 @@ class Ledger:
             ) from None
         except BotoCoreError as exc:
             raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+
+    # -- usage traces (what each invoice billed)
+
+    def put_trace(self, trace: UsageTrace, *, only_if_new: bool = False) -> bool:
+        """Store ``trace``: its chunks first, then the head that names them (so a reader never sees a
+        head without its chunks). ``only_if_new``: keep an existing trace (returns False then)."""
+        if trace.state not in TRACE_STATES:
+            raise ValueError(f"unknown trace state {trace.state!r}")
+        data = zlib.compress(trace.usage_csv.encode("utf-8"), 9)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        chunks = [data[i : i + TRACE_CHUNK_BYTES] for i in range(0, len(data), TRACE_CHUNK_BYTES)]
+        now = self._clock()
+        expires = _epoch_int(now + timedelta(days=TRACE_RETAIN_DAYS))
+        for index, chunk in enumerate(chunks):
+            chunk_key = f"{trace.key}#{digest}#{index}"
+            self._put(chunk_key, {"pk": chunk_key, "data": chunk, "expires_at": expires})
+        head = {
+            "pk": trace.key,
+            "kind": "trace",
+            "client_id": trace.client_id,
+            "period": trace.period,
+            "state": trace.state,
+            "total": trace.total,
+            "invoice_id": trace.invoice_id,
+            "doc_number": trace.doc_number,
+            "digest": digest,
+            "chunks": len(chunks),
+            "updated_at": _iso(now),
+            "expires_at": expires,
+        }
+        condition = {"ConditionExpression": "attribute_not_exists(pk)"} if only_if_new else {}
+        return self._put(trace.key, head, tolerate_condition=only_if_new, **condition)
+
+    def mark_trace(self, client_id: str, period: str, state: str, invoice_id: str, doc_number: str) -> None:
+        """Set the state (and invoice) of an existing trace; a missing trace is left missing."""
+        if state not in TRACE_STATES:
+            raise ValueError(f"unknown trace state {state!r}")
+        key = trace_key(client_id, period)
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET #s = :s, invoice_id = :i, doc_number = :d, updated_at = :now",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={
+                    ":s": state,
+                    ":i": invoice_id,
+                    ":d": doc_number,
+                    ":now": _iso(self._clock()),
+                },
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+
+    def trace(self, client_id: str, period: str, *, with_csv: bool = True) -> UsageTrace | None:
+        """The trace of (client, month), or None; a chunk that is missing or does not match the
+        head's digest is a ``GarbledResponse`` naming the trace (never silently an empty trace)."""
+        key = trace_key(client_id, period)
+        head = self._get(key)
+        if head is None:
+            return None
+        text = ""
+        if with_csv:
+            digest, count = str(head.get("digest", "")), int(head.get("chunks", 0))
+            parts = [self._get(f"{key}#{digest}#{index}") for index in range(count)]
+            if any(part is None for part in parts):
+                raise errors.GarbledResponse(
+                    "dynamodb", f"read trace {key}", "a chunk of the trace is missing"
+                )
+            data = b"".join(bytes(getattr(p["data"], "value", p["data"])) for p in parts if p is not None)
+            if hashlib.sha256(data).hexdigest()[:16] != digest:
+                raise errors.GarbledResponse("dynamodb", f"read trace {key}", "the trace chunks do not match")
+            text = zlib.decompress(data).decode("utf-8")
+        return UsageTrace(
+            client_id=client_id,
+            period=period,
+            state=str(head.get("state", "")),
+            usage_csv=text,
+            total=str(head.get("total", "")),
+            invoice_id=str(head.get("invoice_id", "")),
+            doc_number=str(head.get("doc_number", "")),
+        )
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._table.get_item(Key={"pk": key}, ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error("dynamodb", f"GetItem {key}", exc) from None
+
+    def _put(self, key: str, item: dict[str, Any], *, tolerate_condition: bool = False, **extra: Any) -> bool:
+        try:
+            self._table.put_item(Item=item, **extra)
+        except ClientError as exc:
+            if tolerate_condition and _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
+        return True
 
     # -- lease locks
 

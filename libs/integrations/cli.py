@@ -86,7 +86,9 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     parser.add_argument(
         "--backfill", action="store_true", help="create: allow a --period more than 12 months back"
     )
-    parser.add_argument("--release", metavar="DOC_NUMBER", help="create: release this held invoice for sending")
+    parser.add_argument(
+        "--release", metavar="DOC_NUMBER", help="create: release this held invoice for sending"
+    )
     args = parser.parse_args(list(argv))
     job = "create-invoices" if args.create_invoices else "send-invoices"
     return job, JobOptions(

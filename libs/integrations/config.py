@@ -157,7 +157,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     raw_pinned = get("PINNED_TODAY")
     if raw_pinned:
         try:
-            pinned = date.fromisoformat(raw_pinned) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw_pinned) else None
+            pinned = (
+                date.fromisoformat(raw_pinned)
+                if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw_pinned)
+                else None
+            )
         except ValueError:
             pinned = None
         if pinned is None:

@@ -25,7 +25,9 @@ from integrations.aws import (
     ClaimNotHeld,
     ClientRegistry,
     Ledger,
+    TRACE_CHUNK_BYTES,
     SecretStore,
+    UsageTrace,
     aws_clients,
     publish_run_metric,
 )
@@ -652,3 +654,46 @@ def test_unreachable_cloudwatch_is_a_cloudwatch_error(
         )
     assert caught.value.service == "cloudwatch"
     assert "PutMetricData QboInvoiceProcessor" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- usage traces
+
+
+def test_a_large_month_trace_is_chunked_under_the_item_limit_and_reads_back_whole(
+    ledger: Ledger, ledger_table: Any
+) -> None:
+    # 60,000 rows of random ids barely compress: several chunks, each under DynamoDB's 400 KB.
+    import secrets
+
+    rows = "".join(f"{secrets.token_hex(18)},{i},robocorp\n" for i in range(60_000))
+    ledger.put_trace(UsageTrace("10002", "2026-10", "pending", rows, total="12.34"))
+
+    chunks = [i for i in ledger_table.scan()["Items"] if i["pk"].startswith("trace#10002#2026-10#")]
+    assert len(chunks) >= 3
+    assert all(len(bytes(i["data"].value)) <= TRACE_CHUNK_BYTES for i in chunks)
+    got = ledger.trace("10002", "2026-10")
+    assert got is not None and got.usage_csv == rows and (got.state, got.total) == ("pending", "12.34")
+
+    ledger.mark_trace("10002", "2026-10", "invoiced", "130", "10002-202610")
+    marked = ledger.trace("10002", "2026-10", with_csv=False)
+    assert marked is not None and (marked.state, marked.invoice_id, marked.usage_csv) == (
+        "invoiced",
+        "130",
+        "",
+    )
+
+
+def test_a_nothing_to_bill_trace_never_replaces_an_invoice_trace(ledger: Ledger) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "a,b\n"))
+    assert ledger.put_trace(UsageTrace("10002", "2026-10", "nothing"), only_if_new=True) is False
+    kept = ledger.trace("10002", "2026-10")
+    assert kept is not None and (kept.state, kept.usage_csv) == ("invoiced", "a,b\n")
+    assert ledger.trace("10003", "2026-10") is None
+
+
+def test_a_trace_with_a_lost_chunk_is_reported_not_read_as_empty(ledger: Ledger, ledger_table: Any) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "x" * 10))
+    chunk = next(i for i in ledger_table.scan()["Items"] if i["pk"].startswith("trace#10002#2026-10#"))
+    ledger_table.delete_item(Key={"pk": chunk["pk"]})
+    with pytest.raises(errors.GarbledResponse, match="trace#10002#2026-10"):
+        ledger.trace("10002", "2026-10")

@@ -705,7 +705,10 @@ def test_trace_rows_add_up_exactly_to_each_line_in_seconds_hours_and_money():
     runs = [run(f"r{i}", "1000.4", start=f"2026-10-0{i + 1}T08:00:00") for i in range(3)]
     draft = _draft(build_lines(runtime(*runs), entries, book(robot="45", service="95.50")))
     rows = _rows(trace_csv(draft))
-    assert [(line.hours, line.amount) for line in draft.lines] == [(D("0.83"), D("37.35")), (D("1.80"), D("171.90"))]
+    assert [(line.hours, line.amount) for line in draft.lines] == [
+        (D("0.83"), D("37.35")),
+        (D("1.80"), D("171.90")),
+    ]
     for number, line in enumerate(draft.lines, start=1):
         mine = [r for r in rows if r["line"] == str(number)]
         assert all(r["seconds"].isdigit() for r in mine)  # integer seconds, never "405.0"
