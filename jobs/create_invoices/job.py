@@ -11,7 +11,8 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -23,6 +24,7 @@ from create_invoices.billing import (
     PriceBook,
     PricingError,
     aggregate_runtime,
+    billed_source_ids,
     build_draft,
     draft_to_qbo,
     marker,
@@ -32,10 +34,14 @@ from create_invoices.billing import (
     trace_csv,
 )
 from create_invoices.customers import CustomerProblem, match_customer
-from create_invoices.period import Period
+from create_invoices.holds import HoldRules, held_note, hold_reasons
+from create_invoices.late_usage import LateUsage, late_lines, look_back, reopened
+from create_invoices.period import Period, PeriodRefused, check_billable
+from create_invoices.release import release
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
+from integrations.aws import CLAIM_LEASE_SECONDS, UsageTrace
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
+from integrations.clock import clock_for
 from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment, ClientRecord, ProcessRun
 from integrations.qbo import request_id_for
@@ -43,6 +49,7 @@ from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 
 WORKERS = 4  # concurrent clients; QBO allows 10 concurrent requests and 10/s per company
+HISTORY_MONTHS = 12  # how far back the client's earlier invoices are read for the median hold rule
 
 
 @dataclass
@@ -56,13 +63,26 @@ class ClientResult:
     doc_number: str = ""
     warnings: list[str] = field(default_factory=list)
     unfinished: list[ProcessRun] = field(default_factory=list)  # runs of the period still running
+    late: list[LateUsage] = field(default_factory=list)  # carried forward from closed months
+    hold: list[str] = field(default_factory=list)  # why the invoice is held (empty: queued to send)
 
 
 def run(settings: Settings, options: JobOptions) -> JobOutcome:
-    now = datetime.now(UTC)
-    period = (
-        Period.parse(options.period) if options.period else Period.previous_to(settings.scheduled_time or now)
-    )
+    clock = clock_for(settings.pinned_today)
+    now = clock.now()
+    if options.release:
+        return release(connect(settings), options.release, clock)
+    try:
+        period = (
+            Period.parse(options.period)
+            if options.period
+            else Period.previous_to(settings.scheduled_time or now)
+        )
+        check_billable(period, clock.today(), backfill=options.backfill)
+    except PeriodRefused as exc:
+        raise StartupError(str(exc)) from None
+    except ValueError as exc:
+        raise StartupError(f"--period: {exc}") from None
     run_id = uuid.uuid4().hex[:12]
     logger.info("billing period {period}", period=period.label, run_id=run_id)
     services = connect(settings)
@@ -84,6 +104,9 @@ class CreateRun:
         self.settings, self.options, self.services = settings, options, services
         self.period, self.run_id, self.now = period, run_id, now
         self.txn_date: date = now.astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.hold_rules = HoldRules(settings.hold_max_hours, settings.hold_median_multiple)
+        self.late_months = look_back(period, settings.late_lookback_months)
+        self.late_attribution: dict[Period, Attribution] = {}
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:
@@ -163,10 +186,13 @@ class CreateRun:
         try:
             clickup = self.services.clickup
             members = clickup.members()
-            entries = clickup.time_entries(self.period.start, self.period.end, [m.id for m in members])
+            # one read from the oldest month whose late time can still be carried forward
+            since = self.late_months[-1].start if self.late_months else self.period.start
+            entries = clickup.time_entries(since, self.period.end, [m.id for m in members])
         except errors.ServiceError as exc:
             logger.error("ClickUp time entries unavailable: {error}", error=str(exc))
             return None, f"ClickUp time entries unavailable ({exc})"
+        self.late_attribution = {month: attribute_time(entries, clients, month) for month in self.late_months}
         attribution = attribute_time(entries, clients, self.period)
         logger.info(
             "ClickUp: {n} entries, {u} unattributed, {r} running timers",
@@ -200,26 +226,33 @@ class CreateRun:
                     return ClientResult(client.client_id, name, "failed", clickup_error)
                 customer = match_customer(client, customers)
                 name = customer.get("DisplayName") or name
-                runtime = aggregate_runtime(self._runs(client), self.period)
+                runs = self._runs(client)
+                runtime = aggregate_runtime(runs, self.period)
                 prices = prices_for(client, base_prices)
                 priced = split_lines(
                     runtime, attribution.by_client.get(client.client_id, []), prices, self.period
                 )
+                late, earlier_totals = self._history(client, runs, prices)
                 draft = build_draft(
                     client,
                     customer,
                     self.period,
-                    priced.lines,
+                    priced.lines + [line for usage in late for line in usage.priced.lines],
                     self.txn_date,
                     custom_numbers,
-                    dropped=priced.dropped,
+                    dropped=priced.dropped + [line for usage in late for line in usage.priced.dropped],
                 )
                 result = ClientResult(
-                    client.client_id, name, "skipped", draft=draft, unfinished=runtime.unfinished
+                    client.client_id, name, "skipped", draft=draft, unfinished=runtime.unfinished, late=late
                 )
                 if draft is None:
                     result.reason = "nothing to bill"
+                    if not self.options.dry_run:  # closed by this system: its late usage may reopen it
+                        self.services.ledger.put_trace(
+                            UsageTrace(client.client_id, self.period.label, "nothing"), only_if_new=True
+                        )
                     return result
+                result.hold = hold_reasons(draft.lines, earlier_totals, self.hold_rules)
                 already = existing.get(marker(client.client_id, self.period))
                 if already is not None:
                     result.reason = "already invoiced"
@@ -243,6 +276,33 @@ class CreateRun:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
                 return ClientResult(client.client_id, name, "failed", str(exc))
 
+    def _history(
+        self, client: ClientRecord, runs: list[ProcessRun], prices: PriceBook
+    ) -> tuple[list[LateUsage], list]:
+        """Late usage of the closed months to carry forward, and the totals of the client's earlier
+        invoices made by this system (most recent first, for the median hold rule)."""
+        ledger = self.services.ledger
+        heads = {
+            month: ledger.trace(client.client_id, month.label, with_csv=False)
+            for month in (self.period.minus(n) for n in range(1, HISTORY_MONTHS + 1))
+        }
+        totals = [
+            Decimal(head.total)
+            for _, head in sorted(heads.items(), reverse=True)
+            if head and head.state == "invoiced"
+        ]
+        window = {month: heads[month] for month in self.late_months if heads.get(month) is not None}
+        billed: frozenset[str] = frozenset()
+        for month, head in window.items():
+            if head is not None and head.state in ("invoiced", "pending"):
+                full = ledger.trace(client.client_id, month.label)
+                billed |= billed_source_ids(full.usage_csv) if full else frozenset()
+        months = reopened({month: head.state for month, head in window.items() if head is not None})
+        entries = {
+            month: self.late_attribution[month].by_client.get(client.client_id, []) for month in months
+        }
+        return late_lines(months, runs, entries, billed, prices), totals
+
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
@@ -251,6 +311,7 @@ class CreateRun:
         recorded it): make the ledger say so, so nothing ever tries to create it again."""
         key = self._ledger_key(client)
         entry = self.services.ledger.get(key)
+        self._heal_trace(client, invoice, entry.attributes if entry else {})
         if entry is not None and entry.status == "created":
             return
         acquired, _ = self.services.ledger.claim(
@@ -263,6 +324,20 @@ class CreateRun:
                 "created",
                 {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")},
             )
+
+    def _heal_trace(self, client: ClientRecord, invoice: dict, recorded: dict) -> None:
+        """A run that died after the create left the trace "pending" or the CSV unarchived: finish
+        both from the usage detail recorded before the create (never from data fetched again)."""
+        ledger = self.services.ledger
+        trace = ledger.trace(client.client_id, self.period.label)
+        if trace is None:  # an invoice made before traces were recorded, or by hand: never reopened
+            return
+        invoice_id, doc = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
+        if trace.state != "invoiced":
+            ledger.mark_trace(client.client_id, self.period.label, "invoiced", invoice_id, doc)
+        if recorded.get("archived") is not True:
+            name = str((invoice.get("CustomerRef") or {}).get("name") or client.client_id)
+            self._upload(client.client_id, name, trace.usage_csv, [])
 
     def _create(self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult) -> ClientResult:
         ledger, qbo = self.services.ledger, self.services.qbo
@@ -284,8 +359,16 @@ class CreateRun:
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
         request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
+        ledger.put_trace(
+            UsageTrace(
+                client.client_id, self.period.label, "pending", trace_csv(draft), total=str(draft.total)
+            )
+        )
         body = draft_to_qbo(draft)
-        if not draft.bill_email:
+        if result.hold:
+            body["EmailStatus"] = "NotSet"
+            body["PrivateNote"] = held_note(body["PrivateNote"], result.hold)
+        elif not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
             result.warnings.append("customer has no email address: invoice not queued for sending")
         try:
@@ -305,6 +388,9 @@ class CreateRun:
             raise
         result.outcome, result.reason = "created", ""
         result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
+        ledger.mark_trace(
+            client.client_id, self.period.label, "invoiced", result.invoice_id, result.doc_number
+        )
         archived = self._archive(result)
         ledger.record(
             key,
@@ -332,13 +418,19 @@ class CreateRun:
     def _archive(self, result: ClientResult) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
         assert result.draft is not None
-        parts = [self.period.label, safe_path_segment(result.customer_name)]
-        parts.append(f"usage-{result.client_id}-{self.period.label}.csv")
+        return self._upload(result.client_id, result.customer_name, trace_csv(result.draft), result.warnings)
+
+    def _upload(self, client_id: str, customer_name: str, usage_csv: str, warnings: list[str]) -> bool:
+        parts = [
+            self.period.label,
+            safe_path_segment(customer_name),
+            f"usage-{client_id}-{self.period.label}.csv",
+        ]
         try:
-            self.services.archive(parts, trace_csv(result.draft).encode("utf-8-sig"))
+            self.services.archive(parts, usage_csv.encode("utf-8-sig"))
             return True
         except errors.ServiceError as exc:
-            result.warnings.append(f"usage CSV not archived to SharePoint: {exc}")
+            warnings.append(f"usage CSV not archived to SharePoint: {exc}")
             logger.warning("usage CSV not archived: {error}", error=str(exc))
             return False
 

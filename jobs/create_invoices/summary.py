@@ -52,6 +52,90 @@ def _location(entry: TimeEntry) -> str:
     return " / ".join(n for n in (entry.space_name, entry.folder_name, entry.list_name) if n) or "-"
 
 
+HOLD_NOTE = (
+    "These invoices are in QuickBooks but NOT queued for sending. Check each one; to send it, run "
+    "the create job with --release <invoice number>, or tick 'send later' on it in QuickBooks."
+)
+LATE_NOTE = "Usage of an already-invoiced month that was not on its invoice: billed now, as its own lines."
+
+
+def _held_section(made: Sequence[ClientResult], dry_run: bool) -> list[Section]:
+    """Held invoices, listed first in the mail with the reason (DESIGN §1 step 4)."""
+    held = [r for r in made if r.hold and r.draft]
+    if not held:
+        return []
+    return [
+        Section(
+            f"{'Would hold' if dry_run else 'Held for review'} ({len(held)})",
+            ("Customer", "Invoice", "Amount", "Reason"),
+            [
+                (
+                    r.customer_name,
+                    r.doc_number or r.invoice_id or "-",
+                    money(r.draft.total),
+                    "; ".join(r.hold),
+                )
+                for r in held
+                if r.draft
+            ],
+            numeric={"Amount"},
+            note=HOLD_NOTE,
+        )
+    ]
+
+
+def _late_section(made: Sequence[ClientResult]) -> list[Section]:
+    """What was carried forward from closed months, line by line."""
+    rows = [
+        (
+            r.customer_name,
+            r.doc_number or r.invoice_id or "-",
+            line.description,
+            line.hours,
+            money(line.amount),
+        )
+        for r in made
+        for usage in r.late
+        for line in usage.priced.lines
+    ]
+    if not rows:
+        return []
+    return [
+        Section(
+            f"Late time carried forward ({len(rows)})",
+            ("Customer", "Invoice", "Line", "Hours", "Amount"),
+            rows,
+            numeric={"Hours", "Amount"},
+            note=LATE_NOTE,
+        )
+    ]
+
+
+def _running_section(results: Sequence[ClientResult], attribution: Attribution | None) -> list[Section]:
+    """Billable ClickUp timers still running, with the client they belong to and who runs them."""
+    running = attribution.running if attribution else []
+    if not running:
+        return []
+    names = {r.client_id: r.customer_name for r in results}
+    owners = attribution.running_owner if attribution else {}
+
+    def client(entry: TimeEntry) -> str:
+        owner = owners.get(entry.id)
+        return names.get(owner, owner) if owner else "unattributed"
+
+    return [
+        Section(
+            f"ClickUp timers still running ({len(running)})",
+            ("Customer", "Member", "Task", "Started (UTC)", "Entry id"),
+            [
+                (client(e), e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id)
+                for e in running
+            ],
+            note="Not billed this time: once stopped, the time is carried forward to the next invoice.",
+        )
+    ]
+
+
 def build(
     period: Period,
     results: Sequence[ClientResult],
@@ -61,11 +145,12 @@ def build(
     dry_run: bool = False,
 ) -> Report:
     made = [r for r in results if r.outcome in ("created", "would_create")]
+    held = [r for r in made if r.hold]
     skipped = [r for r in results if r.outcome == "skipped"]
     failed = [r for r in results if r.outcome == "failed"]
     total = sum((r.draft.total for r in made if r.draft), Decimal("0"))
     title_word = "Would create" if dry_run else "Created"
-    sections = [
+    sections = _held_section(made, dry_run) + [
         Section(
             f"{title_word} invoices ({len(made)})",
             ("Customer", "Invoice", "Lines", "Hours", "Amount"),
@@ -97,6 +182,7 @@ def build(
             f"Failed ({len(failed)})", ("Customer", "Reason"), [(r.customer_name, r.reason) for r in failed]
         ),
     ]
+    sections += _late_section(made)
     warnings = [f"{r.customer_name}: {w}" for r in results for w in r.warnings]
     if warnings:
         sections.append(Section(f"Warnings ({len(warnings)})", lines=warnings))
@@ -123,26 +209,15 @@ def build(
             else "",
         )
     )
-    running = attribution.running if attribution else []
-    if running:
-        sections.append(
-            Section(
-                f"ClickUp timers still running ({len(running)})",
-                ("User", "Task", "Started (UTC)", "Entry id"),
-                [
-                    (e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id)
-                    for e in running
-                ],
-                note="Not billed this time.",
-            )
-        )
+    sections += _running_section(results, attribution)
+    client_of = {run.id: r.customer_name for r in results for run in r.unfinished}
     sections.append(
         Section(
             f"Robot runs not finished ({len(unfinished)})",
-            ("Workspace", "Process", "Run id", "State", "Started (UTC)"),
+            ("Customer", "Process", "Run id", "State", "Started (UTC)"),
             [
                 (
-                    run.workspace_id,
+                    client_of.get(run.id, run.workspace_id),
                     run.process_name,
                     run.id,
                     run.state,
@@ -150,12 +225,15 @@ def build(
                 )
                 for run in unfinished
             ],
-            note="Still running when the job ran: not billed." if unfinished else "",
+            note="Still running when the job ran: not billed now; once ended, carried forward to the next invoice."
+            if unfinished
+            else "",
         )
     )
     counts = {
         "created": sum(r.outcome == "created" for r in results),
         "would_create": sum(r.outcome == "would_create" for r in results),
+        "held": len(held),
         "skipped": len(skipped),
         "failed": len(failed),
         "unattributed_entries": len(unattributed),
@@ -169,6 +247,8 @@ def build(
     subject = (
         f"[QBO invoices] {period.label}: {len(made)} {'to create' if dry_run else 'created'}, {money(total)}"
     )
+    if held:
+        subject += f", {len(held)} HELD"
     if failed:
         subject += f", {len(failed)} FAILED"
     return Report(

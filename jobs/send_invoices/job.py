@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from loguru import logger
 
 from integrations import errors
 from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
-from integrations.config import BUSINESS_TIME_ZONE, Settings
+from integrations.clock import clock_for
+from integrations.config import Settings
 from integrations.models import Attachment
 from integrations.qbo import request_id_for
 from integrations.report import safe_path_segment
@@ -55,7 +55,7 @@ def run(settings: Settings, options: JobOptions) -> JobOutcome:
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
-        self.today = datetime.now(UTC).astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.today = clock_for(settings.pinned_today).today()  # the one clock (DESIGN §7 Time)
 
     def execute(self) -> JobOutcome:
         self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))
