@@ -55,6 +55,8 @@ def _plain(value: Any) -> Any:
         return sorted(_plain(v) for v in value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3 Binary (ledger trace chunks)
+        return f"<{len(value.value)} bytes>"
     return value
 
 
