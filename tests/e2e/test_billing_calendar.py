@@ -263,3 +263,43 @@ def test_the_mail_names_the_client_of_unfinished_runs_and_running_timers(harness
     assert "10002 - Acme CPA" in timers and "Tom Becker" in timers and ACME_TIMER in timers
     runs = mail["text"].split("Robot runs not finished", 1)[1]
     assert "-4" not in runs.split("\n", 3)[2][:5]  # rows start with the customer, not a workspace UUID
+
+
+# -- recovery: a crash between the QBO create and the trace/archive --------------------------------
+
+
+def test_a_crash_right_after_the_create_is_healed_from_the_recorded_trace(harness: Harness) -> None:
+    # Killed right after QBO created Acme's October invoice: the trace is still "pending" and the
+    # usage CSV not archived. Meanwhile the running timer is stopped (the data changes).
+    crashed = harness.spawn(
+        "--create-invoices",
+        "--period",
+        "2026-10",
+        "--client",
+        "10002",
+        crash_after=1,
+        match=r"POST .*/invoice\?",
+    )
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137
+    (invoice,) = _ours(harness, "2026-10")
+    head = next(r for r in harness.state()["ledger"] if r["pk"] == "trace#10002#2026-10")
+    assert head["state"] == "pending"
+    assert not [f for f in harness.state()["files"] if f["path"].endswith("usage-10002-2026-10.csv")]
+    _stop_timer(harness, ACME_TIMER, 90)
+    harness.expire_ledger_leases()
+
+    rerun = harness.run("--create-invoices", "--period", "2026-10", "--client", "10002")
+
+    assert rerun.exit_code == 0, rerun.logs
+    assert len(_ours(harness, "2026-10")) == 1
+    head = next(r for r in harness.state()["ledger"] if r["pk"] == "trace#10002#2026-10")
+    assert (head["state"], head["invoice_id"]) == ("invoiced", invoice["Id"])
+    rows = _archived_csv(harness, "2026-10", "10002")  # what the invoice billed, not today's data
+    assert ACME_TIMER not in {r["source_id"] for r in rows}
+    assert sum(Decimal(r["amount"]) for r in rows) == Decimal("1306.65")
+
+    # ...and the stopped timer is October's late time, billed on November's invoice.
+    november = harness.run("--create-invoices", "--period", "2026-11", "--client", "10002", **DECEMBER)
+    assert november.exit_code == 0, november.logs
+    assert Decimal(str(_ours(harness, "2026-11")[0]["TotalAmt"])) == Decimal("903.00")  # 678.00 + 225.00
