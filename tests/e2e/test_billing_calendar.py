@@ -231,7 +231,7 @@ def test_the_usage_csv_rows_add_up_exactly_to_every_invoice_line(harness: Harnes
     for invoice in _ours(harness, "2026-10"):
         client = invoice["PrivateNote"].split()[0].split(":")[1]
         rows = _archived_csv(harness, "2026-10", client)
-        for number, (_, qty, amount) in enumerate(_lines(invoice), start=1):
+        for number, (_, _qty, amount) in enumerate(_lines(invoice), start=1):
             mine = [r for r in rows if r["line"] == str(number)]
             assert all(r["seconds"].isdigit() for r in mine), client
             assert sum(Decimal(r["amount"]) for r in mine) == amount, (client, number)

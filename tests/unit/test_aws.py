@@ -21,11 +21,11 @@ from moto.dynamodb.models import DynamoDBBackend
 from integrations import errors
 from integrations.aws import (
     BOTO_CONFIG,
+    TRACE_CHUNK_BYTES,
     AwsClients,
     ClaimNotHeld,
     ClientRegistry,
     Ledger,
-    TRACE_CHUNK_BYTES,
     SecretStore,
     UsageTrace,
     aws_clients,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +15,7 @@ from create_invoices.billing import (
     PriceBook,
     PricingError,
     aggregate_runtime,
+    allocate,
     build_draft,
     build_lines,
     cents,
@@ -27,11 +26,10 @@ from create_invoices.billing import (
     marker,
     price_book_from_items,
     prices_for,
+    read_trace_csv,
     split_lines,
     to_json,
     trace_csv,
-    read_trace_csv,
-    allocate,
 )
 from create_invoices.period import Period
 from integrations.models import ClientRecord, ProcessRun, TimeEntry
