@@ -282,22 +282,20 @@ class CreateRun:
         """Late usage of the closed months to carry forward, and the totals of the client's earlier
         invoices made by this system (most recent first, for the median hold rule)."""
         ledger = self.services.ledger
-        heads = {
-            month: ledger.trace(client.client_id, month.label, with_csv=False)
-            for month in (self.period.minus(n) for n in range(1, HISTORY_MONTHS + 1))
-        }
+        history = [self.period.minus(n) for n in range(1, max(HISTORY_MONTHS, len(self.late_months)) + 1)]
+        heads = ledger.trace_heads(client.client_id, [month.label for month in history])
         totals = [
-            Decimal(head.total)
-            for _, head in sorted(heads.items(), reverse=True)
-            if head and head.state == "invoiced"
+            Decimal(heads[month.label].total)
+            for month in history  # most recent first
+            if month.label in heads and heads[month.label].state == "invoiced"
         ]
-        window = {month: heads[month] for month in self.late_months if heads.get(month) is not None}
+        window = {month: heads[month.label] for month in self.late_months if month.label in heads}
         billed: frozenset[str] = frozenset()
         for month, head in window.items():
-            if head is not None and head.state in ("invoiced", "pending"):
+            if head.state in ("invoiced", "pending"):  # pending: its ids may be on an invoice already
                 full = ledger.trace(client.client_id, month.label)
                 billed |= billed_source_ids(full.usage_csv) if full else frozenset()
-        months = reopened({month: head.state for month, head in window.items() if head is not None})
+        months = reopened({month: head.state for month, head in window.items()})
         entries = {
             month: self.late_attribution[month].by_client.get(client.client_id, []) for month in months
         }

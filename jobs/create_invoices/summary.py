@@ -265,7 +265,9 @@ def build(
                 "lines": str(len(r.draft.lines)) if r.draft else "",
                 "hours": str(_hours(r)) if r.draft else "",
                 "amount": str(r.draft.total) if r.draft else "",
-                "reason": "; ".join(part for part in (r.reason, *r.warnings) if part),
+                "reason": "; ".join(
+                    part for part in (r.reason, *(f"held: {h}" for h in r.hold), *r.warnings) if part
+                ),
             }
             for r in results
         ],
@@ -310,6 +312,7 @@ def dry_run_listing(results: Sequence[ClientResult]) -> str:
         if r.draft is None or r.outcome not in ("would_create", "skipped", "created"):
             continue
         flag = "" if r.outcome == "would_create" else f"  [{r.reason}]"
+        flag += f"  [HOLD: {'; '.join(r.hold)}]" if r.hold else ""
         out.append(f"{r.customer_name} ({r.client_id}){flag}")
         for line in r.draft.lines:
             out.append(f"    {line.description:<60} {line.qty:>8} x {line.unit_price:>8} = {line.amount:>10}")

@@ -16,7 +16,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -644,15 +644,35 @@ class Ledger:
             if hashlib.sha256(data).hexdigest()[:16] != digest:
                 raise errors.GarbledResponse("dynamodb", f"read trace {key}", "the trace chunks do not match")
             text = zlib.decompress(data).decode("utf-8")
-        return UsageTrace(
-            client_id=client_id,
-            period=period,
-            state=str(head.get("state", "")),
-            usage_csv=text,
-            total=str(head.get("total", "")),
-            invoice_id=str(head.get("invoice_id", "")),
-            doc_number=str(head.get("doc_number", "")),
-        )
+        return replace(_trace_head(client_id, head), usage_csv=text)
+
+    def trace_heads(self, client_id: str, periods: Iterable[str]) -> dict[str, UsageTrace]:
+        """The traces (without their CSV) of ``periods`` that exist, by period: one BatchGetItem
+        per 100 months instead of a read per month (the job reads a year of them per client)."""
+        wanted = list(dict.fromkeys(periods))
+        client = self._table.meta.client  # the resource's client: it takes and returns plain values
+        found: dict[str, UsageTrace] = {}
+        for offset in range(0, len(wanted), 100):
+            keys = [{"pk": trace_key(client_id, period)} for period in wanted[offset : offset + 100]]
+            request: dict[str, Any] = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(5):  # DynamoDB may leave keys unprocessed under load: ask again for those
+                try:
+                    reply = client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise aws_error("dynamodb", f"BatchGetItem {TRACE_PREFIX}{client_id}", exc) from None
+                for head in reply.get("Responses", {}).get(self._table.name, []):
+                    trace = _trace_head(client_id, head)
+                    found[trace.period] = trace
+                request = reply.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise errors.ServiceError(
+                    "dynamodb",
+                    f"BatchGetItem {TRACE_PREFIX}{client_id}",
+                    "keys stayed unprocessed; try again later",
+                )
+        return found
 
     def _get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -726,6 +746,17 @@ class Ledger:
     def _deserialize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Items inside error responses stay in wire format ({"S": ...}) even on a Table resource."""
         return {name: self._deserializer.deserialize(value) for name, value in raw.items()}
+
+
+def _trace_head(client_id: str, head: Mapping[str, Any]) -> UsageTrace:
+    return UsageTrace(
+        client_id=client_id,
+        period=str(head.get("period", "")),
+        state=str(head.get("state", "")),
+        total=str(head.get("total", "")),
+        invoice_id=str(head.get("invoice_id", "")),
+        doc_number=str(head.get("doc_number", "")),
+    )
 
 
 def _entry(item: Mapping[str, Any]) -> LedgerEntry:

@@ -697,3 +697,16 @@ def test_a_trace_with_a_lost_chunk_is_reported_not_read_as_empty(ledger: Ledger,
     ledger_table.delete_item(Key={"pk": chunk["pk"]})
     with pytest.raises(errors.GarbledResponse, match="trace#10002#2026-10"):
         ledger.trace("10002", "2026-10")
+
+
+def test_trace_heads_reads_a_year_of_months_in_one_batch_and_skips_missing_ones(ledger: Ledger) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "x", total="900.00"))
+    ledger.put_trace(UsageTrace("10002", "2026-08", "nothing"))
+    ledger.put_trace(UsageTrace("10003", "2026-09", "invoiced", "y"))
+
+    heads = ledger.trace_heads("10002", [f"2026-{m:02d}" for m in range(1, 13)])
+
+    assert {p: (h.state, h.total, h.usage_csv) for p, h in heads.items()} == {
+        "2026-10": ("invoiced", "900.00", ""),
+        "2026-08": ("nothing", "", ""),
+    }
