@@ -252,7 +252,6 @@ class CreateRun:
                             UsageTrace(client.client_id, self.period.label, "nothing"), only_if_new=True
                         )
                     return result
-                result.hold = hold_reasons(draft.lines, earlier_totals, self.hold_rules)
                 already = existing.get(marker(client.client_id, self.period))
                 if already is not None:
                     result.reason = "already invoiced"
@@ -263,6 +262,7 @@ class CreateRun:
                     if not self.options.dry_run:
                         self._record_existing(client, already)
                     return result
+                result.hold = hold_reasons(draft.lines, earlier_totals, self.hold_rules)
                 if self.options.dry_run:
                     result.outcome, result.reason = "would_create", "dry run"
                     return result

@@ -266,7 +266,9 @@ def build(
                 "hours": str(_hours(r)) if r.draft else "",
                 "amount": str(r.draft.total) if r.draft else "",
                 "reason": "; ".join(
-                    part for part in (r.reason, *(f"held: {h}" for h in r.hold), *r.warnings) if part
+                    part
+                    for part in (r.reason, *(f"held: {h}" for h in r.hold if r in made), *r.warnings)
+                    if part
                 ),
             }
             for r in results
