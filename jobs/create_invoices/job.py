@@ -71,7 +71,7 @@ def run(settings: Settings, options: JobOptions) -> JobOutcome:
     clock = clock_for(settings.pinned_today)
     now = clock.now()
     if options.release:
-        return release(connect(settings), options.release, clock)
+        return release(connect(settings), options.release, clock, dry_run=options.dry_run)
     try:
         period = (
             Period.parse(options.period)

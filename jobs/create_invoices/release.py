@@ -33,8 +33,9 @@ def _label(invoice: dict) -> str:
     return f"{invoice.get('DocNumber') or '-'} (id {invoice.get('Id')}, {name}, {invoice.get('EmailStatus')})"
 
 
-def release(services: Services, wanted: str, clock: Clock) -> JobOutcome:
-    """Release the held invoice whose DocNumber or Id is ``wanted``; exit 2 when it is not one."""
+def release(services: Services, wanted: str, clock: Clock, *, dry_run: bool = False) -> JobOutcome:
+    """Release the held invoice whose DocNumber or Id is ``wanted``; exit 2 when it is not one.
+    ``dry_run``: say what would be released, change nothing."""
     services.require("qbo")
     qbo = services.qbo
     today = clock.today()
@@ -62,6 +63,9 @@ def release(services: Services, wanted: str, clock: Clock) -> JobOutcome:
         raise StartupError(
             f"--release {wanted}: the invoice has no BillEmail; add the customer's email in QBO first"
         )
+    if dry_run:
+        row["outcome"] = "would be released (dry run)"
+        return JobOutcome(EXIT_OK, {"released": 0}, [row])
     note = released_note(invoice.get("PrivateNote") or "", today.isoformat())
     qbo.sparse_update_invoice(
         str(invoice["Id"]),

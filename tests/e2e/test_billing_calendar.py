@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 
 BOOKKEEPER = "bookkeeper@brightline-automation.example"
 DECEMBER = {"PINNED_TODAY": "2026-12-04"}
+BIRCH_EU = "3c4d5e6f-7a8b-4c3d-8e4f-5a6b7c8d9e0f"  # Birch's workspace with an October run still running
 ACME_TIMER = "4120000000000000106"  # Acme's billable timer started 2026-10-31 16:30 UTC, still running
 
 
@@ -146,6 +147,40 @@ def test_a_late_october_entry_is_billed_on_novembers_invoice_exactly_once(harnes
     print("\n--- bookkeeper mail of the late-time test ---\n" + text)
 
 
+def _end_run(harness: Harness, workspace: str, started_at: str, seconds: int) -> None:
+    """A robot run that was still running when its month was invoiced ends."""
+    store = harness.sandbox.store
+    workspaces = store.get("robocorp/workspaces", {})
+    (run,) = [r for r in workspaces[workspace]["runs"] if r["started_at"].startswith(started_at)]
+    run.update(state="completed", duration=float(seconds), ended_at="2026-11-01T01:00:00.000Z")
+    store.put("robocorp/workspaces", workspaces)
+
+
+def test_a_run_still_running_at_billing_time_is_billed_next_month_once_ended(harness: Harness) -> None:
+    october = harness.run("--create-invoices", "--period", "2026-10", "--client", "10003", **DECEMBER)
+    assert october.exit_code == 0, october.logs
+    assert Decimal(str(_ours(harness, "2026-10")[0]["TotalAmt"])) == Decimal(
+        "630.60"
+    )  # run listed, not billed
+
+    _end_run(harness, BIRCH_EU, "2026-10-31T22:00:00", 3 * 3600)  # VAT Return Prep: 22:00 -> 01:00 UTC
+    november = harness.run("--create-invoices", "--period", "2026-11", "--client", "10003", **DECEMBER)
+
+    # November for 10003 (the scenario's expected section): Payroll Export 1.67 h x 45 = 75.15;
+    # VAT Return Prep 1.00 h x 45 = 45.00; Payroll export mapping 0.50 h x 150 = 75.00 -> 195.15.
+    # Late: the October run, 10,800 s = 3.00 h x 45 = 135.00 -> 330.15.
+    assert november.exit_code == 0, november.logs
+    (invoice,) = _ours(harness, "2026-11")
+    assert Decimal(str(invoice["TotalAmt"])) == Decimal("330.15")
+    assert [line for line in _lines(invoice) if line[0].startswith("Late time")] == [
+        (
+            "Late time from October 2026: Robot runtime – VAT Return Prep: 1 run, 3.00 h",
+            Decimal("3.00"),
+            Decimal("135.00"),
+        )
+    ]
+
+
 def test_months_billed_before_the_system_never_reopen(harness: Harness) -> None:
     # The seeded September invoice 10002-202609 carries our marker but no recorded trace: Acme's
     # September runs are not carried onto November even though no trace of ours holds them.
@@ -184,6 +219,9 @@ def test_a_held_invoice_is_not_sent_until_released(harness: Harness) -> None:
     unknown = harness.run("--create-invoices", "--release", "10004-209901")
     assert unknown.exit_code == 2
     assert "held invoices: 10004-202610" in unknown.summary["error"]
+
+    dry = harness.run("--create-invoices", "--release", "10004-202610", "--dry-run")
+    assert dry.exit_code == 0 and _status(harness)["10004-202610"] == "NotSet"
 
     released = harness.run("--create-invoices", "--release", "10004-202610")
     assert released.exit_code == 0, released.logs
