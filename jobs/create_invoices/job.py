@@ -232,7 +232,8 @@ class CreateRun:
                 priced = split_lines(
                     runtime, attribution.by_client.get(client.client_id, []), prices, self.period
                 )
-                late, earlier_totals = self._history(client, runs, prices)
+                unfinished_months: list[str] = []
+                late, earlier_totals = self._history(client, runs, prices, unfinished_months)
                 draft = build_draft(
                     client,
                     customer,
@@ -243,7 +244,13 @@ class CreateRun:
                     dropped=priced.dropped + [line for usage in late for line in usage.priced.dropped],
                 )
                 result = ClientResult(
-                    client.client_id, name, "skipped", draft=draft, unfinished=runtime.unfinished, late=late
+                    client.client_id,
+                    name,
+                    "skipped",
+                    draft=draft,
+                    unfinished=runtime.unfinished,
+                    late=late,
+                    warnings=unfinished_months,
                 )
                 if draft is None:
                     result.reason = "nothing to bill"
@@ -277,10 +284,12 @@ class CreateRun:
                 return ClientResult(client.client_id, name, "failed", str(exc))
 
     def _history(
-        self, client: ClientRecord, runs: list[ProcessRun], prices: PriceBook
+        self, client: ClientRecord, runs: list[ProcessRun], prices: PriceBook, warnings: list[str]
     ) -> tuple[list[LateUsage], list]:
         """Late usage of the closed months to carry forward, and the totals of the client's earlier
-        invoices made by this system (most recent first, for the median hold rule)."""
+        invoices made by this system (most recent first, for the median hold rule). A month whose
+        own run never finished ("pending") is not reopened but named in ``warnings``: its re-run
+        heals it, and only then can its late usage be carried (nothing is billed twice meanwhile)."""
         ledger = self.services.ledger
         history = [self.period.minus(n) for n in range(1, max(HISTORY_MONTHS, len(self.late_months)) + 1)]
         heads = ledger.trace_heads(client.client_id, [month.label for month in history])
@@ -295,6 +304,12 @@ class CreateRun:
             if head.state in ("invoiced", "pending"):  # pending: its ids may be on an invoice already
                 full = ledger.trace(client.client_id, month.label)
                 billed |= billed_source_ids(full.usage_csv) if full else frozenset()
+        warnings += [
+            f"the {month.month_name} invoice run did not finish for this client; re-run it "
+            f"(--period {month.label} --client {client.client_id}) so its late usage can be carried forward"
+            for month, head in window.items()
+            if head.state == "pending"
+        ]
         months = reopened({month: head.state for month, head in window.items()})
         entries = {
             month: self.late_attribution[month].by_client.get(client.client_id, []) for month in months

@@ -324,3 +324,29 @@ def test_a_crash_right_after_the_create_is_healed_from_the_recorded_trace(harnes
     november = harness.run("--create-invoices", "--period", "2026-11", "--client", "10002", **DECEMBER)
     assert november.exit_code == 0, november.logs
     assert Decimal(str(_ours(harness, "2026-11")[0]["TotalAmt"])) == Decimal("903.00")  # 678.00 + 225.00
+
+
+def test_an_unfinished_earlier_month_is_named_in_the_mail_not_reopened(harness: Harness) -> None:
+    # October's run died right after QBO created the invoice (its trace is still "pending"), and
+    # nobody re-ran October before November was billed.
+    crashed = harness.spawn(
+        "--create-invoices",
+        "--period",
+        "2026-10",
+        "--client",
+        "10002",
+        crash_after=1,
+        match=r"POST .*/invoice\?",
+        **DECEMBER,
+    )
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137
+    _stop_timer(harness, ACME_TIMER, 90)
+
+    november = harness.run("--create-invoices", "--period", "2026-11", "--client", "10002", **DECEMBER)
+
+    assert november.exit_code == 0, november.logs
+    assert Decimal(str(_ours(harness, "2026-11")[0]["TotalAmt"])) == Decimal("678.00")  # nothing late yet
+    (mail,) = [m for m in _summary_mails(harness) if "2026-11" in m["subject"]]
+    assert "the October 2026 invoice run did not finish for this client" in mail["text"]
+    assert "--period 2026-10 --client 10002" in mail["text"]
