@@ -54,7 +54,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, set):
         return sorted(_plain(v) for v in value)
-    if isinstance(value, Binary):  # ledger documents are compressed: show their size only
+    if isinstance(value, Binary):  # ledger trace chunks are compressed: show their size only
         return f"<{len(value.value)} bytes>"
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")

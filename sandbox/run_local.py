@@ -92,6 +92,8 @@ def run(
         )
         child = {k: v for k, v in base.items() if k not in DROPPED_IN_SANDBOX and not k.startswith("AWS_")}
         child.update(env_map)
+        if base.get("PINNED_TODAY"):  # the caller may move the sandbox's "today" (e.g. into December)
+            child["PINNED_TODAY"] = base["PINNED_TODAY"]
         child["LOG_FORMAT"] = "pretty"
         summary_path = (
             Path(base["SUMMARY_PATH"])

@@ -32,6 +32,7 @@ DEFAULT_SETTINGS = {
     "SHAREPOINT_FOLDER": "Invoices",
     "METRICS_NAMESPACE": "QboInvoiceProcessor",
     "INVOICE_DELIVERY": "qbo",
+    "PINNED_TODAY": "2026-11-28",  # the scenario's "today": one clock for jobs and tests (DESIGN §7)
 }
 
 BASE: dict[str, Any] = {

@@ -49,6 +49,8 @@ class Attribution:
     malformed: dict[str, list[TimeEntry]] = field(default_factory=dict)
     duplicate_count: int = 0  # entries seen more than once (same id), counted once
     outside_period_count: int = 0  # entries whose start is not in the period: ignored
+    # running timer id -> the client it would be billed to (absent: unattributed), for the mail
+    running_owner: dict[str, str] = field(default_factory=dict)
 
 
 def location_claims(clients: Sequence[ClientRecord]) -> dict[str, tuple[str, ...]]:
@@ -71,6 +73,7 @@ def attribute_time(
     running: list[TimeEntry] = []
     reasons: dict[str, str] = {}
     malformed: dict[str, list[TimeEntry]] = {}
+    running_owner: dict[str, str] = {}
     non_billable = outside = 0
     unique, duplicates = first_of_each_id(entries)
     for entry in unique:
@@ -89,17 +92,19 @@ def attribute_time(
         if not entry.billable:
             non_billable += 1
             continue
+        owner, conflict = _owner_by_location_id(entry, claims)
+        if owner is None and conflict is None:
+            owner = _owner_by_name(entry, known)
         if entry.running:
             running.append(entry)
+            if owner is not None:
+                running_owner[entry.id] = owner
             continue
-        owner, conflict = _owner_by_location_id(entry, claims)
         if conflict is not None:
             location, owners = conflict
             reasons[entry.id] = f"ClickUp location {location} is claimed by clients {', '.join(owners)}"
             unattributed.append(entry)
             continue
-        if owner is None:
-            owner = _owner_by_name(entry, known)
         if owner is None:
             unattributed.append(entry)
         else:
@@ -120,6 +125,7 @@ def attribute_time(
         malformed=malformed,
         duplicate_count=duplicates,
         outside_period_count=outside,
+        running_owner=running_owner,
     )
 
 

@@ -9,6 +9,10 @@ rounded to 2 decimals and money to the cent, both ROUND_HALF_UP. QBO rejects a l
   stated as ``Qty`` 1 × ``UnitPrice`` = ``cents(hours × rate)`` (127.02) and the hours and the
   rate are written into the description instead.
 
+Durations are billed in whole seconds: each run's and each time entry's duration is rounded to
+the second (ROUND_HALF_UP) before anything is summed, so the usage CSV (integer seconds) adds up to
+exactly the seconds behind every line.
+
 Prices: the QBO items' ``UnitPrice`` are the base hourly rates; a client's registry overrides win.
 The monthly fee comes from the registry ONLY: the subscription item's price is not a default for
 every client (that would bill a fee to clients who never agreed to one); the item is needed just
@@ -56,6 +60,11 @@ def _exact(value: Decimal | int, what: str) -> Decimal:
 def hours(seconds: Decimal | int) -> Decimal:
     """Seconds to hours, 2 decimals, ROUND_HALF_UP (18 s = 0.01 h; 17.99 s = 0.00 h)."""
     return (_exact(seconds, "seconds") / SECONDS_PER_HOUR).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def whole_seconds(seconds: Decimal | int) -> int:
+    """A duration in whole seconds, ROUND_HALF_UP (405.5 s -> 406): the unit every line is billed in."""
+    return int(_exact(seconds, "seconds").quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def cents(amount: Decimal | int) -> Decimal:
@@ -206,8 +215,8 @@ class ProcessUsage:
     runs: tuple[ProcessRun, ...]
 
     @property
-    def seconds(self) -> Decimal:
-        return sum((run.duration_seconds or Decimal(0) for run in self.runs), Decimal(0))
+    def seconds(self) -> int:
+        return sum(whole_seconds(run.duration_seconds or 0) for run in self.runs)
 
     @property
     def hours(self) -> Decimal:
@@ -286,9 +295,12 @@ class TraceRow:
     workspace_or_location: str  # Robocorp workspace id; ClickUp "space / folder / list"
     name: str  # process name; task name (or the entry's description)
     started_at: str  # ISO 8601 UTC ("2026-10-31T23:59:59Z"), "" for the fee
-    seconds: Decimal
+    seconds: int  # whole seconds (the billing unit)
     hours: Decimal
     user: str  # ClickUp user name; "" otherwise
+    usage_period: str = (
+        ""  # the month the usage belongs to ("2026-10"); differs from the invoice's for late usage
+    )
 
 
 @dataclass(frozen=True)
@@ -320,7 +332,7 @@ class _Usage:
     detail: str  # "3 runs, " for robots
     item: ItemRef
     rate: Decimal
-    seconds: Decimal
+    seconds: int
     rows: list[TraceRow] = field(default_factory=list)
 
 
@@ -331,11 +343,33 @@ def split_lines(
 
     Lines that round to 0.00 h are not billed; they come back in ``dropped``, for the trace.
     ``period`` (for the fee line's month) defaults to ``runtime.period``."""
+    priced = usage_lines(runtime, entries, prices)
+    lines, dropped = list(priced.lines), list(priced.dropped)
+    if prices.monthly_fee is not None and prices.monthly_fee > 0:
+        month = period or runtime.period
+        if month is None:
+            raise ValueError("the period is needed to describe the monthly fee")
+        if prices.fee_item is None:
+            raise PricingError(
+                f"a monthly fee is set but the subscription item is unusable: {prices.fee_note}"
+            )
+        lines.append(_fee_line(prices.monthly_fee, prices.fee_item, month, len(lines) + 1))
+    return PricedLines(lines=lines, dropped=dropped)
+
+
+def usage_lines(
+    runtime: RuntimeUsage, entries: Sequence[TimeEntry], prices: PriceBook, *, title_prefix: str = ""
+) -> PricedLines:
+    """The robot and ClickUp lines of some usage, without the fee. ``title_prefix`` names late
+    usage ("Late time from October 2026: "); its rows carry the month the usage belongs to."""
+    usage_period = runtime.period.label if runtime.period else ""
     usages = [_robot_usage(process, prices) for process in runtime.processes]
     usages += _service_usages(entries, prices)
     lines: list[InvoiceLine] = []
     dropped: list[InvoiceLine] = []
     for usage in usages:
+        usage.title = title_prefix + usage.title
+        usage.rows = [replace(row, usage_period=usage_period) for row in usage.rows]
         billed_hours = hours(usage.seconds)
         if billed_hours == 0:
             dropped.append(_line(usage, billed_hours, 0))
@@ -346,15 +380,6 @@ def split_lines(
                 f"UnitPrice in QBO and the registry has no override) while {billed_hours} h are to be billed"
             )
         lines.append(_line(usage, billed_hours, len(lines) + 1))
-    if prices.monthly_fee is not None and prices.monthly_fee > 0:
-        month = period or runtime.period
-        if month is None:
-            raise ValueError("the period is needed to describe the monthly fee")
-        if prices.fee_item is None:
-            raise PricingError(
-                f"a monthly fee is set but the subscription item is unusable: {prices.fee_note}"
-            )
-        lines.append(_fee_line(prices.monthly_fee, prices.fee_item, month, len(lines) + 1))
     return PricedLines(lines=lines, dropped=dropped)
 
 
@@ -369,7 +394,7 @@ def _robot_usage(process: ProcessUsage, prices: PriceBook) -> _Usage:
         seconds=process.seconds,
     )
     for run in process.runs:
-        seconds = run.duration_seconds if run.duration_seconds is not None else Decimal(0)
+        seconds = whole_seconds(run.duration_seconds or 0)
         usage.rows.append(
             TraceRow(
                 line=0,
@@ -412,10 +437,10 @@ def _service_usages(entries: Sequence[TimeEntry], prices: PriceBook) -> list[_Us
             detail="",
             item=prices.service_item,
             rate=prices.service_hour,
-            seconds=Decimal(0),
+            seconds=0,
         )
         for entry in found:
-            seconds = Decimal(entry.duration_ms) / 1000
+            seconds = whole_seconds(Decimal(entry.duration_ms) / 1000)
             usage.seconds += seconds
             usage.rows.append(
                 TraceRow(
@@ -476,9 +501,10 @@ def _fee_line(fee: Decimal, item: ItemRef, period: Period, number: int) -> Invoi
                 workspace_or_location="",
                 name=description,
                 started_at="",
-                seconds=Decimal(0),
+                seconds=0,
                 hours=ZERO,
                 user="",
+                usage_period=period.label,
             ),
         ),
     )
@@ -614,6 +640,7 @@ TRACE_COLUMNS = (
     "client_id",
     "customer",
     "period",
+    "usage_period",
     "line",
     "billed",
     "kind",
@@ -621,6 +648,7 @@ TRACE_COLUMNS = (
     "line_qty",
     "line_unit_price",
     "line_amount",
+    "line_hours",
     "source",
     "source_id",
     "location",
@@ -628,29 +656,65 @@ TRACE_COLUMNS = (
     "started_at",
     "seconds",
     "hours",
+    "amount",
     "user",
+)
+ROUNDING_RULE = (
+    "# Rounding: every run and time entry counts in whole seconds (half up). A line's hours are its "
+    "seconds / 3600 rounded half up to 0.01 h and its amount is hours x rate rounded half up to the cent. "
+    "Each line's hours and amount are split over its rows in proportion to their seconds (largest "
+    "remainder, 0.01 h and 0.01 at a time), so the rows' seconds, hours and amount add up exactly to the line."
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def trace_csv(draft: InvoiceDraft) -> str:
-    """The usage behind every line: one CSV row per run / time entry / fee, header first.
+def allocate(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` units over ``weights`` proportionally, in whole units, summing to ``total``
+    exactly (largest remainder; ties go to the earlier row). All-zero weights: all to the first."""
+    if not weights:
+        return []
+    whole = sum(weights)
+    if whole <= 0:
+        return [total] + [0] * (len(weights) - 1)
+    shares = [total * weight // whole for weight in weights]
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for index in order[: total - sum(shares)]:
+        shares[index] += 1
+    return shares
 
-    Lines that rounded to 0.00 h follow with ``billed`` = no and line number empty. Text cells
-    that a spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe. Encode as
-    UTF-8 (with BOM, "utf-8-sig", if it is meant to be opened in Excel)."""
+
+def _split(line: InvoiceLine) -> list[tuple[TraceRow, Decimal, Decimal]]:
+    """Each trace row of ``line`` with its share of the line's hours and amount."""
+    weights = [row.seconds for row in line.trace]
+    hour_shares = allocate(int(line.hours / CENT), weights)
+    amount_shares = allocate(int(line.amount / CENT), weights)
+    return [
+        (row, Decimal(h) * CENT, Decimal(a) * CENT)
+        for row, h, a in zip(line.trace, hour_shares, amount_shares, strict=True)
+    ]
+
+
+def trace_csv(draft: InvoiceDraft) -> str:
+    """The usage behind every line: the rounding rule, then one CSV row per run / time entry / fee.
+
+    ``seconds`` are whole; ``hours`` and ``amount`` are each row's share of its line, so the rows of
+    a line add up exactly to it. Lines that rounded to 0.00 h follow with ``billed`` = no. Text
+    cells that a spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe. Encode
+    as UTF-8 (with BOM, "utf-8-sig", if it is meant to be opened in Excel)."""
     out = io.StringIO()
+    out.write(ROUNDING_RULE + "\r\n")
     writer = csv.writer(out)
     writer.writerow(TRACE_COLUMNS)
     billed = [(number, line, "yes") for number, line in enumerate(draft.lines, start=1)]
     dropped = [(0, line, "no") for line in draft.dropped]
     for number, line, flag in billed + dropped:
-        for row in line.trace:
+        for row, row_hours, row_amount in _split(line):
             writer.writerow(
                 [
                     draft.client_id,
                     _cell(draft.customer_name),
                     draft.period.label,
+                    row.usage_period or draft.period.label,
                     number or "",
                     flag,
                     line.kind,
@@ -658,17 +722,35 @@ def trace_csv(draft: InvoiceDraft) -> str:
                     line.qty,
                     line.unit_price,
                     line.amount,
+                    line.hours,
                     row.source,
                     _cell(row.source_id),
                     _cell(row.workspace_or_location),
                     _cell(row.name),
                     row.started_at,
                     row.seconds,
-                    row.hours,
+                    row_hours,
+                    row_amount,
                     _cell(row.user),
                 ]
             )
     return out.getvalue()
+
+
+def read_trace_csv(text: str) -> list[dict[str, str]]:
+    """The rows of a ``trace_csv`` (the rounding-rule line skipped), for the ledger and for tests."""
+    lines = text.lstrip("\ufeff").splitlines(keepends=True)
+    body = [line for line in lines if not line.startswith("#")]
+    return list(csv.DictReader(io.StringIO("".join(body))))
+
+
+def billed_source_ids(text: str) -> frozenset[str]:
+    """Run and time-entry ids a ``trace_csv`` billed (rows of billed lines; never the fee)."""
+    return frozenset(
+        row["source_id"]
+        for row in read_trace_csv(text)
+        if row["billed"] == "yes" and row["source"] in ("robocorp", "clickup")
+    )
 
 
 def _cell(text: str) -> str:

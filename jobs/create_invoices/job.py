@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -22,6 +23,7 @@ from create_invoices.billing import (
     PriceBook,
     PricingError,
     aggregate_runtime,
+    billed_source_ids,
     build_draft,
     draft_to_qbo,
     price_book_from_items,
@@ -30,11 +32,16 @@ from create_invoices.billing import (
     trace_csv,
 )
 from create_invoices.customers import CustomerProblem, match_customer
-from create_invoices.period import Period
+from create_invoices.holds import HoldRules, held_note, hold_reasons
+from create_invoices.late_usage import LateUsage, late_lines, look_back, reopened
+from create_invoices.period import Period, PeriodRefused, check_billable
+from create_invoices.release import release
 from create_invoices.results import ClientResult, Outcome, Reason
 from integrations import errors
+from integrations.aws import UsageTrace
 from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
+from integrations.clock import clock_for
 from integrations.config import Settings
 from integrations.lifecycle import run_all
 from integrations.models import Attachment, ClientRecord, ProcessRun
@@ -43,14 +50,25 @@ from integrations.qbo_entities import Customer, Invoice
 from integrations.report import safe_path_segment
 from integrations.services import Services
 
+HISTORY_MONTHS = 12  # how far back the client's earlier invoices are read for the median hold rule
+
 
 def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
-    now = datetime.now(UTC)
-    period = (
-        Period.parse(options.period)
-        if options.period
-        else Period.previous_to(settings.scheduled_time or now, settings.business_time_zone)
-    )
+    clock = clock_for(settings)
+    now = clock.now()
+    if options.release:
+        return release(services, options.release, clock, dry_run=options.dry_run)
+    try:
+        period = (
+            Period.parse(options.period)
+            if options.period
+            else Period.previous_to(settings.scheduled_time or now, settings.business_time_zone)
+        )
+        check_billable(period, clock.today(), settings.business_time_zone, backfill=options.backfill)
+    except PeriodRefused as exc:
+        raise errors.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise errors.UsageError(f"--period: {exc}") from None
     run_id = uuid.uuid4().hex[:12]
     logger.info("billing period {period}", period=period.label, run_id=run_id)
     return CreateRun(settings, options, services, period, run_id, now).execute()
@@ -71,6 +89,9 @@ class CreateRun:
         self.settings, self.options, self.services = settings, options, services
         self.period, self.run_id, self.now = period, run_id, now
         self.txn_date: date = now.astimezone(ZoneInfo(settings.business_time_zone)).date()
+        self.hold_rules = HoldRules(settings.hold_max_hours, settings.hold_median_multiple)
+        self.late_months = look_back(period, settings.late_lookback_months)
+        self.late_attribution: dict[Period, Attribution] = {}
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:
@@ -182,10 +203,13 @@ class CreateRun:
         try:
             clickup = self.services.clickup
             members = clickup.members()
-            entries = clickup.time_entries(self.period.start, self.period.end, [m.id for m in members])
+            # one read from the oldest month whose late time can still be carried forward
+            since = self.late_months[-1].start if self.late_months else self.period.start
+            entries = clickup.time_entries(since, self.period.end, [m.id for m in members])
         except errors.ServiceError as exc:
             logger.error("ClickUp time entries unavailable: {error}", error=str(exc))
             return None, f"ClickUp time entries unavailable ({exc})"
+        self.late_attribution = {month: attribute_time(entries, clients, month) for month in self.late_months}
         attribution = attribute_time(entries, clients, self.period)
         logger.info(
             "ClickUp: {n} entries, {u} unattributed, {r} running timers",
@@ -227,24 +251,37 @@ class CreateRun:
                     raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
                 customer = match_customer(client, customers)
                 name = customer.display_name or name
-                runtime = aggregate_runtime(self._runs(client), self.period)
+                runs = self._runs(client)
+                runtime = aggregate_runtime(runs, self.period)
                 prices = prices_for(client, base_prices)
                 priced = split_lines(
                     runtime, attribution.by_client.get(client.client_id, []), prices, self.period
                 )
+                unfinished_months: list[str] = []
+                late, earlier_totals = self._history(client, runs, prices, unfinished_months)
                 draft = build_draft(
                     client,
                     customer,
                     self.period,
-                    priced.lines,
+                    priced.lines + [line for usage in late for line in usage.priced.lines],
                     self.txn_date,
                     custom_numbers,
-                    dropped=priced.dropped,
+                    dropped=priced.dropped + [line for usage in late for line in usage.priced.dropped],
                 )
                 result = ClientResult(
-                    client.client_id, name, Outcome.SKIPPED, draft=draft, unfinished=runtime.unfinished
+                    client.client_id,
+                    name,
+                    Outcome.SKIPPED,
+                    draft=draft,
+                    unfinished=runtime.unfinished,
+                    late=late,
+                    warnings=unfinished_months,
                 )
                 if draft is None:
+                    if not self.options.dry_run:  # closed by this system: its late usage may reopen it
+                        self.services.ledger.put_trace(
+                            UsageTrace(client.client_id, self.period.label, "nothing"), only_if_new=True
+                        )
                     return result.skip(Reason.NOTHING_TO_BILL, "nothing to bill")
                 already = existing.get(client.client_id)
                 if already is not None:
@@ -253,6 +290,7 @@ class CreateRun:
                     if not self.options.dry_run:
                         self._record_existing(client, already, result)
                     return result
+                result.hold = hold_reasons(draft.lines, earlier_totals, self.hold_rules)
                 if self.options.dry_run:
                     result.outcome, result.code, result.reason = (
                         Outcome.WOULD_CREATE,
@@ -267,13 +305,46 @@ class CreateRun:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
                 return ClientResult.failed(client.client_id, name, Reason.ERROR, str(exc))
 
+    def _history(
+        self, client: ClientRecord, runs: list[ProcessRun], prices: PriceBook, warnings: list[str]
+    ) -> tuple[list[LateUsage], list]:
+        """Late usage of the closed months to carry forward, and the totals of the client's earlier
+        invoices made by this system (most recent first, for the median hold rule). A month whose
+        own run never finished ("pending") is not reopened but named in ``warnings``: its re-run
+        heals it, and only then can its late usage be carried (nothing is billed twice meanwhile)."""
+        ledger = self.services.ledger
+        history = [self.period.minus(n) for n in range(1, max(HISTORY_MONTHS, len(self.late_months)) + 1)]
+        heads = ledger.trace_heads(client.client_id, [month.label for month in history])
+        totals = [
+            Decimal(heads[month.label].total)
+            for month in history  # most recent first
+            if month.label in heads and heads[month.label].state == "invoiced"
+        ]
+        window = {month: heads[month.label] for month in self.late_months if month.label in heads}
+        billed: frozenset[str] = frozenset()
+        for month, head in window.items():
+            if head.state in ("invoiced", "pending"):  # pending: its ids may be on an invoice already
+                full = ledger.trace(client.client_id, month.label)
+                billed |= billed_source_ids(full.usage_csv) if full else frozenset()
+        warnings += [
+            f"the {month.month_name} invoice run did not finish for this client; re-run it "
+            f"(--period {month.label} --client {client.client_id}) so its late usage can be carried forward"
+            for month, head in window.items()
+            if head.state == "pending"
+        ]
+        months = reopened({month: head.state for month, head in window.items()})
+        entries = {
+            month: self.late_attribution[month].by_client.get(client.client_id, []) for month in months
+        }
+        return late_lines(months, runs, entries, billed, prices), totals
+
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
     def _record_existing(self, client: ClientRecord, invoice: Invoice, result: ClientResult) -> None:
         """An invoice with our marker exists (perhaps created by a run that crashed before it
         recorded it): make the ledger say so, so nothing ever tries to create it again, and finish
-        its usage archive if that was left undone."""
+        what that run left undone (its trace still "pending", its usage CSV not archived)."""
         key = self._ledger_key(client)
         entry = self.services.ledger.get(key)
         if entry is None or entry.status != "created":
@@ -283,8 +354,13 @@ class CreateRun:
             attributes = {"invoice_id": invoice.id, "doc_number": invoice.doc_number}
             self.claims.record(key, "created", attributes)
             entry = replace(entry, status="created", attributes={**entry.attributes, **attributes})
+        trace = self.services.ledger.trace(client.client_id, self.period.label, with_csv=False)
+        if trace is not None and trace.state != "invoiced":
+            self.services.ledger.mark_trace(
+                client.client_id, self.period.label, "invoiced", invoice.id, invoice.doc_number
+            )
         if entry.attributes.get("archived") is not True:
-            self._archive_again(key, result)
+            self._archive_again(client, key, result)
 
     def _create(self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult) -> ClientResult:
         qbo = self.services.qbo
@@ -303,7 +379,7 @@ class CreateRun:
                     and entry.attributes.get("archived") is not True
                     and not self.services.stop.requested
                 ):
-                    self._archive_again(key, result)
+                    self._archive_again(client, key, result)
             else:  # a live run is still at it: this run cannot say the client is done
                 result.outcome, result.code = Outcome.FAILED, Reason.CLAIMED_BY_ANOTHER_RUN
                 result.reason = (
@@ -314,10 +390,18 @@ class CreateRun:
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
         request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
-        # What the invoice bills, kept before it is created: a later run archives exactly this.
-        self.services.ledger.put_document(key, trace_csv(draft).encode("utf-8-sig"))
+        # What the invoice bills, recorded before it is created: which run and entry ids it holds (late
+        # usage is never billed twice) and the usage CSV a later run archives if this one cannot.
+        self.services.ledger.put_trace(
+            UsageTrace(
+                client.client_id, self.period.label, "pending", trace_csv(draft), total=str(draft.total)
+            )
+        )
         body = draft_to_qbo(draft)
-        if not draft.bill_email:
+        if result.hold:
+            body["EmailStatus"] = "NotSet"
+            body["PrivateNote"] = held_note(body["PrivateNote"], result.hold)
+        elif not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
             result.warnings.append("customer has no email address: invoice not queued for sending")
         try:
@@ -337,7 +421,10 @@ class CreateRun:
             raise
         result.outcome, result.code, result.reason = Outcome.CREATED, Reason.NONE, ""
         result.invoice_id, result.doc_number = invoice.id, invoice.doc_number
-        archived = self._archive(result, trace_csv(draft).encode("utf-8-sig"))
+        self.services.ledger.mark_trace(
+            client.client_id, self.period.label, "invoiced", result.invoice_id, result.doc_number
+        )
+        archived = self._archive(result, trace_csv(draft))
         self.claims.record(
             key,
             "created",
@@ -354,25 +441,25 @@ class CreateRun:
     def _find_by_marker(self, client: ClientRecord) -> Invoice | None:
         return next((inv for number, inv in self._our_invoices() if number == client.client_id), None)
 
-    def _archive_again(self, key: str, result: ClientResult) -> None:
+    def _archive_again(self, client: ClientRecord, key: str, result: ClientResult) -> None:
         """Archive the usage detail recorded when the invoice was created (never data read again,
         so it always adds up to the invoice)."""
-        content = self.services.ledger.get_document(key)
-        if content is None:
+        trace = self.services.ledger.trace(client.client_id, self.period.label)
+        if trace is None or not trace.usage_csv:
             result.warnings.append(
                 "usage CSV not archived, and its detail was not recorded: export it by hand"
             )
             return
-        if self._archive(result, content):
+        if self._archive(result, trace.usage_csv):
             self.services.ledger.annotate(key, "created", {"archived": True})
             result.warnings.append("usage CSV archived now (an earlier run could not)")
 
-    def _archive(self, result: ClientResult, content: bytes) -> bool:
+    def _archive(self, result: ClientResult, usage_csv: str) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
         parts = [self.period.label, safe_path_segment(result.customer_name)]
         parts.append(f"usage-{result.client_id}-{self.period.label}.csv")
         try:
-            self.services.archive(parts, content)
+            self.services.archive(parts, usage_csv.encode("utf-8-sig"))
             return True
         except errors.ServiceError as exc:
             result.warnings.append(f"usage CSV not archived to SharePoint: {exc}")

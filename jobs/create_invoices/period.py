@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
+_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)  # [0-9]: never other scripts' digits
+BACKFILL_MONTHS = 12  # a month further back than this needs --backfill (a typo must not bill 1999)
 _MONTHS = (
     "January",
     "February",
@@ -111,6 +112,11 @@ class Period:
     def last_day(self) -> date:
         return self.end.date() - timedelta(days=1)
 
+    def minus(self, months: int) -> Period:
+        """The month ``months`` before this one (``Period(2026, 11).minus(12)`` is 2025-11)."""
+        index = self.year * 12 + self.month - 1 - months
+        return Period(index // 12, index % 12 + 1)
+
     def contains(self, moment: datetime) -> bool:
         """Whether ``moment`` (aware, any zone) falls in ``[start, end)`` compared in UTC."""
         _require_aware(moment, "moment")
@@ -122,3 +128,25 @@ def _require_aware(moment: datetime, what: str) -> None:
         raise TypeError(f"{what} must be a datetime (got {type(moment).__name__})")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (got naive {moment.isoformat()})")
+
+
+class PeriodRefused(ValueError):
+    """A month that may not be billed (yet, or without ``--backfill``); the message says why."""
+
+
+def check_billable(period: Period, today: date, tz: str, *, backfill: bool = False) -> None:
+    """Refuse a month that has not ended in the business time zone, or one more than
+    ``BACKFILL_MONTHS`` back unless ``backfill``. ``today`` is the business date (the one clock)."""
+    current = Period(today.year, today.month)
+    if period >= current:
+        opens = period.next()
+        raise PeriodRefused(
+            f"{period.label} has not ended yet in {tz} (today is {today.isoformat()}): "
+            f"it can be billed from {opens.first_day.isoformat()}"
+        )
+    earliest = current.minus(BACKFILL_MONTHS)
+    if period < earliest and not backfill:
+        raise PeriodRefused(
+            f"{period.label} is more than {BACKFILL_MONTHS} months back (the earliest without --backfill "
+            f"is {earliest.label}): check the month, and add --backfill if you really mean it"
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from create_invoices.billing import InvoiceDraft
+from create_invoices.late_usage import LateUsage
 from integrations.models import ProcessRun
 
 
@@ -44,6 +45,8 @@ class ClientResult:
     doc_number: str = ""
     warnings: list[str] = field(default_factory=list)
     unfinished: list[ProcessRun] = field(default_factory=list)  # runs of the period still running
+    late: list[LateUsage] = field(default_factory=list)  # carried forward from closed months
+    hold: list[str] = field(default_factory=list)  # why the invoice is held (empty: queued to send)
 
     def skip(self, code: Reason, reason: str) -> ClientResult:
         self.outcome, self.code, self.reason = Outcome.SKIPPED, code, reason

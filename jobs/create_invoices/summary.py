@@ -21,6 +21,9 @@ REVIEW_NOTE = (
     "The new invoices are marked 'send later' in QuickBooks and go out with the next daily send run. "
     "To hold one back for review, clear 'send later' on it in QuickBooks before then."
 )
+UNFINISHED_NOTE = (
+    "Still running when the job ran: not billed now; once ended, carried forward to the next invoice."
+)
 UNATTRIBUTED_NOTE = (
     "Billable time no client could be matched to. Not billed: add the location to a client in the "
     "registry or rename it with the client number, then re-run."
@@ -54,6 +57,90 @@ def _location(entry: TimeEntry) -> str:
     return " / ".join(n for n in (entry.space_name, entry.folder_name, entry.list_name) if n) or "-"
 
 
+HOLD_NOTE = (
+    "These invoices are in QuickBooks but NOT queued for sending. Check each one; to send it, run "
+    "the create job with --release <invoice number>, or tick 'send later' on it in QuickBooks."
+)
+LATE_NOTE = "Usage of an already-invoiced month that was not on its invoice: billed now, as its own lines."
+
+
+def _held_section(made: Sequence[ClientResult], dry_run: bool) -> list[Section]:
+    """Held invoices, listed first in the mail with the reason (DESIGN §1 step 4)."""
+    held = [r for r in made if r.hold and r.draft]
+    if not held:
+        return []
+    return [
+        Section(
+            f"{'Would hold' if dry_run else 'Held for review'} ({len(held)})",
+            ("Customer", "Invoice", "Amount", "Reason"),
+            [
+                (
+                    r.customer_name,
+                    r.doc_number or r.invoice_id or "-",
+                    money(r.draft.total),
+                    "; ".join(r.hold),
+                )
+                for r in held
+                if r.draft
+            ],
+            numeric={"Amount"},
+            note=HOLD_NOTE,
+        )
+    ]
+
+
+def _late_section(made: Sequence[ClientResult]) -> list[Section]:
+    """What was carried forward from closed months, line by line."""
+    rows = [
+        (
+            r.customer_name,
+            r.doc_number or r.invoice_id or "-",
+            line.description,
+            line.hours,
+            money(line.amount),
+        )
+        for r in made
+        for usage in r.late
+        for line in usage.priced.lines
+    ]
+    if not rows:
+        return []
+    return [
+        Section(
+            f"Late time carried forward ({len(rows)})",
+            ("Customer", "Invoice", "Line", "Hours", "Amount"),
+            rows,
+            numeric={"Hours", "Amount"},
+            note=LATE_NOTE,
+        )
+    ]
+
+
+def _running_section(results: Sequence[ClientResult], attribution: Attribution | None) -> list[Section]:
+    """Billable ClickUp timers still running, with the client they belong to and who runs them."""
+    running = attribution.running if attribution else []
+    if not running:
+        return []
+    names = {r.client_id: r.customer_name for r in results}
+    owners = attribution.running_owner if attribution else {}
+
+    def client(entry: TimeEntry) -> str:
+        owner = owners.get(entry.id)
+        return names.get(owner, owner) if owner else "unattributed"
+
+    return [
+        Section(
+            f"ClickUp timers still running ({len(running)})",
+            ("Customer", "Member", "Task", "Started (UTC)", "Entry id"),
+            [
+                (client(e), e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id)
+                for e in running
+            ],
+            note="Not billed this time: once stopped, the time is carried forward to the next invoice.",
+        )
+    ]
+
+
 def build(
     period: Period,
     results: Sequence[ClientResult],
@@ -64,13 +151,14 @@ def build(
     stopped: str = "",
 ) -> Report:
     made = [r for r in results if r.made and r.draft]
+    held = [r for r in made if r.hold]
     skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
     failed = [r for r in results if r.outcome is Outcome.FAILED]
     total = sum((r.draft.total for r in made if r.draft), Decimal("0"))
     unattributed = attribution.unattributed if attribution else []
-    running = attribution.running if attribution else []
     sections = [
         *stopped_sections(stopped),
+        *_held_section(made, dry_run),
         _made_section(made, total, dry_run),
         Section(
             f"Skipped ({len(skipped)})",
@@ -80,14 +168,16 @@ def build(
         Section(
             f"Failed ({len(failed)})", ("Customer", "Reason"), [(r.customer_name, r.reason) for r in failed]
         ),
+        *_late_section(made),
         *_warnings_section(results),
         _unattributed_section(unattributed),
-        *_running_section(running),
-        _unfinished_section(unfinished),
+        *_running_section(results, attribution),
+        _unfinished_section(results, unfinished),
     ]
     counts = {
         "created": sum(r.outcome is Outcome.CREATED for r in results),
         "would_create": sum(r.outcome is Outcome.WOULD_CREATE for r in results),
+        "held": len(held),
         "skipped": len(skipped),
         "failed": len(failed),
         "unattributed_entries": len(unattributed),
@@ -101,6 +191,8 @@ def build(
     subject = (
         f"[QBO invoices] {period.label}: {len(made)} {'to create' if dry_run else 'created'}, {money(total)}"
     )
+    if held:
+        subject += f", {len(held)} HELD"
     if failed:
         subject += f", {len(failed)} FAILED"
     if stopped:
@@ -165,26 +257,14 @@ def _unattributed_section(unattributed: Sequence[TimeEntry]) -> Section:
     )
 
 
-def _running_section(running: Sequence[TimeEntry]) -> list[Section]:
-    if not running:
-        return []
-    return [
-        Section(
-            f"ClickUp timers still running ({len(running)})",
-            ("User", "Task", "Started (UTC)", "Entry id"),
-            [(e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id) for e in running],
-            note="Not billed this time.",
-        )
-    ]
-
-
-def _unfinished_section(unfinished: Sequence[ProcessRun]) -> Section:
+def _unfinished_section(results: Sequence[ClientResult], unfinished: Sequence[ProcessRun]) -> Section:
+    client_of = {run.id: r.customer_name for r in results for run in r.unfinished}
     return Section(
         f"Robot runs not finished ({len(unfinished)})",
-        ("Workspace", "Process", "Run id", "State", "Started (UTC)"),
+        ("Customer", "Process", "Run id", "State", "Started (UTC)"),
         [
             (
-                run.workspace_id,
+                client_of.get(run.id, run.workspace_id),
                 run.process_name,
                 run.id,
                 run.state,
@@ -192,11 +272,12 @@ def _unfinished_section(unfinished: Sequence[ProcessRun]) -> Section:
             )
             for run in unfinished
         ],
-        note="Still running when the job ran: not billed." if unfinished else "",
+        note=UNFINISHED_NOTE if unfinished else "",
     )
 
 
 def _table_row(r: ClientResult) -> dict[str, str]:
+    holds = [f"held: {h}" for h in r.hold] if r.made else []
     return {
         "client": r.client_id,
         "customer": r.customer_name,
@@ -205,7 +286,7 @@ def _table_row(r: ClientResult) -> dict[str, str]:
         "lines": str(len(r.draft.lines)) if r.draft else "",
         "hours": str(_hours(r)) if r.draft else "",
         "amount": str(r.draft.total) if r.draft else "",
-        "reason": "; ".join(part for part in (r.reason, *r.warnings) if part),
+        "reason": "; ".join(part for part in (r.reason, *holds, *r.warnings) if part),
     }
 
 
@@ -244,6 +325,7 @@ def dry_run_listing(results: Sequence[ClientResult]) -> str:
         if r.draft is None or r.outcome is Outcome.FAILED:
             continue
         flag = "" if r.outcome is Outcome.WOULD_CREATE else f"  [{r.reason}]"
+        flag += f"  [HOLD: {'; '.join(r.hold)}]" if r.hold else ""
         out.append(f"{r.customer_name} ({r.client_id}){flag}")
         for line in r.draft.lines:
             out.append(f"    {line.description:<60} {line.qty:>8} x {line.unit_price:>8} = {line.amount:>10}")

@@ -14,8 +14,7 @@ before the mail call the claim notes ``stage=mailing``; a run that finds a claim
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 from loguru import logger
 
@@ -23,6 +22,7 @@ from integrations import errors
 from integrations.aws import LedgerEntry
 from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
+from integrations.clock import clock_for
 from integrations.config import Settings
 from integrations.identifiers import leading_client_number
 from integrations.lifecycle import run_all
@@ -42,7 +42,7 @@ def run(settings: Settings, options: JobOptions, services: Services) -> JobOutco
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
-        self.today = datetime.now(UTC).astimezone(ZoneInfo(settings.business_time_zone)).date()
+        self.today = clock_for(settings).today()  # the one clock (DESIGN §7 Time)
 
     def execute(self) -> JobOutcome:
         self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))

@@ -11,11 +11,12 @@ error codes and messages (which never echo a secret) and are passed through the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -59,10 +60,15 @@ IDENTIFIER_FIELDS = frozenset(
 # requestid goes with it, so the takeover cannot duplicate the write). A live run renews the
 # leases of the claims it holds from a heartbeat thread (integrations.claims): the lease is short.
 CLAIM_LEASE_SECONDS = 60
-DOCUMENT_CHUNK_BYTES = 300_000  # DynamoDB items hold at most 400 KB
 
 LEDGER_STATUSES = frozenset({"claimed", "created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
+TRACE_PREFIX = "trace#"
+TRACE_STATES = frozenset({"pending", "invoiced", "nothing"})
+# DynamoDB items are at most 400 KB: a trace is zlib-compressed and split into items of this many
+# bytes (a month of 100,000 runs is a few MB of CSV, so a handful of chunk items).
+TRACE_CHUNK_BYTES = 300_000
+TRACE_RETAIN_DAYS = 800  # long enough for late usage (12 months back at most) and the median rule
 
 
 def utcnow() -> datetime:
@@ -324,6 +330,30 @@ class LedgerEntry:
 
     def lease_expired(self, now: datetime) -> bool:
         return self.lease_expires_at < now
+
+
+@dataclass(frozen=True)
+class UsageTrace:
+    """What this system billed a client for a month: its invoice's usage CSV (every run and time
+    entry id behind every line), or that it closed the month with nothing to bill.
+
+    ``state``: pending (written under the claim, before the QBO create), invoiced, or nothing."""
+
+    client_id: str
+    period: str  # "2026-10"
+    state: str
+    usage_csv: str = ""
+    total: str = ""
+    invoice_id: str = ""
+    doc_number: str = ""
+
+    @property
+    def key(self) -> str:
+        return trace_key(self.client_id, self.period)
+
+
+def trace_key(client_id: str, period: str) -> str:
+    return f"{TRACE_PREFIX}{client_id}#{period}"
 
 
 class ClaimNotHeld(errors.ServiceError):
@@ -588,42 +618,127 @@ class Ledger:
             raise aws_error("dynamodb", f"{action} {key}", exc) from None
         return True
 
-    # -- documents (what a run must be able to reproduce later, e.g. a usage CSV)
+    # -- usage traces (what each invoice billed)
 
-    def put_document(self, key: str, content: bytes, retain_days: int = 400) -> None:
-        """Store ``content`` (compressed, in chunks under DynamoDB's 400 KB item limit) as
-        ``doc#<key>#<n>``, replacing an older copy."""
-        packed = zlib.compress(content, 9)
-        chunks = [
-            packed[i : i + DOCUMENT_CHUNK_BYTES] for i in range(0, len(packed), DOCUMENT_CHUNK_BYTES)
-        ] or [b""]
-        expires = _epoch_int(self._clock() + timedelta(days=retain_days))
+    def put_trace(self, trace: UsageTrace, *, only_if_new: bool = False) -> bool:
+        """Store ``trace``: its chunks first, then the head that names them (so a reader never sees a
+        head without its chunks). ``only_if_new``: keep an existing trace (returns False then)."""
+        if trace.state not in TRACE_STATES:
+            raise ValueError(f"unknown trace state {trace.state!r}")
+        data = zlib.compress(trace.usage_csv.encode("utf-8"), 9)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        chunks = [data[i : i + TRACE_CHUNK_BYTES] for i in range(0, len(data), TRACE_CHUNK_BYTES)]
+        now = self._clock()
+        expires = _epoch_int(now + timedelta(days=TRACE_RETAIN_DAYS))
         for index, chunk in enumerate(chunks):
-            item = {"pk": f"doc#{key}#{index}", "status": "document", "data": chunk, "expires_at": expires}
-            if index == 0:
-                item["chunks"] = len(chunks)
-            try:
-                self._table.put_item(Item=item)
-            except (ClientError, BotoCoreError) as exc:
-                raise aws_error("dynamodb", f"PutItem doc#{key}#{index}", exc) from None
+            chunk_key = f"{trace.key}#{digest}#{index}"
+            self._put(chunk_key, {"pk": chunk_key, "data": chunk, "expires_at": expires})
+        head = {
+            "pk": trace.key,
+            "kind": "trace",
+            "client_id": trace.client_id,
+            "period": trace.period,
+            "state": trace.state,
+            "total": trace.total,
+            "invoice_id": trace.invoice_id,
+            "doc_number": trace.doc_number,
+            "digest": digest,
+            "chunks": len(chunks),
+            "updated_at": _iso(now),
+            "expires_at": expires,
+        }
+        condition = {"ConditionExpression": "attribute_not_exists(pk)"} if only_if_new else {}
+        return self._put(trace.key, head, tolerate_condition=only_if_new, **condition)
 
-    def get_document(self, key: str) -> bytes | None:
-        """The content stored by ``put_document``, or None when there is none (or it is incomplete)."""
-        parts: list[bytes] = []
-        count = 1
-        index = 0
-        while index < count:
-            try:
-                item = self._table.get_item(Key={"pk": f"doc#{key}#{index}"}, ConsistentRead=True).get("Item")
-            except (ClientError, BotoCoreError) as exc:
-                raise aws_error("dynamodb", f"GetItem doc#{key}#{index}", exc) from None
-            if item is None:
-                return None
-            if index == 0:
-                count = int(item.get("chunks", 1))
-            parts.append(bytes(item["data"]))
-            index += 1
-        return zlib.decompress(b"".join(parts))
+    def mark_trace(self, client_id: str, period: str, state: str, invoice_id: str, doc_number: str) -> None:
+        """Set the state (and invoice) of an existing trace; a missing trace is left missing."""
+        if state not in TRACE_STATES:
+            raise ValueError(f"unknown trace state {state!r}")
+        key = trace_key(client_id, period)
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET #s = :s, invoice_id = :i, doc_number = :d, updated_at = :now",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={
+                    ":s": state,
+                    ":i": invoice_id,
+                    ":d": doc_number,
+                    ":now": _iso(self._clock()),
+                },
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+
+    def trace(self, client_id: str, period: str, *, with_csv: bool = True) -> UsageTrace | None:
+        """The trace of (client, month), or None; a chunk that is missing or does not match the
+        head's digest is a ``GarbledResponse`` naming the trace (never silently an empty trace)."""
+        key = trace_key(client_id, period)
+        head = self._get(key)
+        if head is None:
+            return None
+        text = ""
+        if with_csv:
+            digest, count = str(head.get("digest", "")), int(head.get("chunks", 0))
+            parts = [self._get(f"{key}#{digest}#{index}") for index in range(count)]
+            if any(part is None for part in parts):
+                raise errors.GarbledResponse(
+                    "dynamodb", f"read trace {key}", "a chunk of the trace is missing"
+                )
+            data = b"".join(bytes(getattr(p["data"], "value", p["data"])) for p in parts if p is not None)
+            if hashlib.sha256(data).hexdigest()[:16] != digest:
+                raise errors.GarbledResponse("dynamodb", f"read trace {key}", "the trace chunks do not match")
+            text = zlib.decompress(data).decode("utf-8")
+        return replace(_trace_head(client_id, head), usage_csv=text)
+
+    def trace_heads(self, client_id: str, periods: Iterable[str]) -> dict[str, UsageTrace]:
+        """The traces (without their CSV) of ``periods`` that exist, by period: one BatchGetItem
+        per 100 months instead of a read per month (the job reads a year of them per client)."""
+        wanted = list(dict.fromkeys(periods))
+        client = self._table.meta.client  # the resource's client: it takes and returns plain values
+        found: dict[str, UsageTrace] = {}
+        for offset in range(0, len(wanted), 100):
+            keys = [{"pk": trace_key(client_id, period)} for period in wanted[offset : offset + 100]]
+            request: dict[str, Any] = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(5):  # DynamoDB may leave keys unprocessed under load: ask again for those
+                try:
+                    reply = client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise aws_error("dynamodb", f"BatchGetItem {TRACE_PREFIX}{client_id}", exc) from None
+                for head in reply.get("Responses", {}).get(self._table.name, []):
+                    trace = _trace_head(client_id, head)
+                    found[trace.period] = trace
+                request = reply.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise errors.ServiceError(
+                    "dynamodb",
+                    f"BatchGetItem {TRACE_PREFIX}{client_id}",
+                    "keys stayed unprocessed; try again later",
+                )
+        return found
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._table.get_item(Key={"pk": key}, ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error("dynamodb", f"GetItem {key}", exc) from None
+
+    def _put(self, key: str, item: dict[str, Any], *, tolerate_condition: bool = False, **extra: Any) -> bool:
+        try:
+            self._table.put_item(Item=item, **extra)
+        except ClientError as exc:
+            if tolerate_condition and _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"PutItem {key}", exc) from None
+        return True
 
     # -- lease locks
 
@@ -674,6 +789,17 @@ class Ledger:
     def _deserialize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Items inside error responses stay in wire format ({"S": ...}) even on a Table resource."""
         return {name: self._deserializer.deserialize(value) for name, value in raw.items()}
+
+
+def _trace_head(client_id: str, head: Mapping[str, Any]) -> UsageTrace:
+    return UsageTrace(
+        client_id=client_id,
+        period=str(head.get("period", "")),
+        state=str(head.get("state", "")),
+        total=str(head.get("total", "")),
+        invoice_id=str(head.get("invoice_id", "")),
+        doc_number=str(head.get("doc_number", "")),
+    )
 
 
 def _entry(item: Mapping[str, Any]) -> LedgerEntry:

@@ -42,6 +42,8 @@ class JobOptions:
     period: str | None = None  # YYYY-MM
     clients: tuple[str, ...] = ()
     resend: str | None = None  # send: deliver this invoice (doc number or id) again, on purpose
+    backfill: bool = False  # create: allow a --period more than 12 months back
+    release: str | None = None  # create: release this held invoice (doc number or QBO id)
 
 
 @dataclass
@@ -57,7 +59,7 @@ JobFunction = Callable[[Settings, JobOptions, "Services"], JobOutcome]
 
 
 def _period(value: str) -> str:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value, re.ASCII):
         raise argparse.ArgumentTypeError(f"--period must look like 2026-10 (got {value!r})")
     return value
 
@@ -90,14 +92,27 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
         metavar="DOC_NUMBER",
         help="send: mail this invoice of this system again (doc number or QBO id), whatever its status",
     )
+    parser.add_argument(
+        "--backfill", action="store_true", help="create: allow a --period more than 12 months back"
+    )
+    parser.add_argument(
+        "--release", metavar="DOC_NUMBER", help="create: release this held invoice for sending"
+    )
     args = parser.parse_args(list(argv))
     job = next(name for flag, name in JOBS.items() if getattr(args, flag[2:].replace("-", "_")))
     if args.resend is not None and job != "send-invoices":
         parser.error("--resend goes with --send-invoices")
     if args.resend is not None and not args.resend.strip():
         parser.error("--resend needs a doc number or invoice id")
+    if (args.release is not None or args.backfill) and job != "create-invoices":
+        parser.error("--release and --backfill go with --create-invoices")
     return job, JobOptions(
-        dry_run=args.dry_run, period=args.period, clients=tuple(args.client), resend=args.resend
+        dry_run=args.dry_run,
+        period=args.period,
+        clients=tuple(args.client),
+        resend=args.resend,
+        backfill=args.backfill,
+        release=args.release,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loguru import logger
@@ -88,6 +88,10 @@ class Settings:
     stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
     create_workers: int = 4  # clients billed at once
     send_workers: int = 1  # invoices delivered at once
+    pinned_today: date | None = None  # PINNED_TODAY: sandbox and tests only; production reads the wall clock
+    late_lookback_months: int = 3  # LATE_LOOKBACK_MONTHS: closed months whose late usage is carried forward
+    hold_max_hours: int = 12  # HOLD_MAX_HOURS: an entry or run longer than this holds the invoice
+    hold_median_multiple: int = 3  # HOLD_MEDIAN_MULTIPLE: a total above this x the median holds it
     extra: dict = field(default_factory=dict, compare=False)
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
@@ -202,6 +206,25 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         problems.append(f"SHAREPOINT_SITE_PATH must start with / like /sites/Finance (got {site_path!r})")
 
     scheduled = parse_scheduled_time(get("SCHEDULED_TIME"))
+
+    pinned: date | None = None
+    raw_pinned = get("PINNED_TODAY")
+    if raw_pinned:
+        try:
+            pinned = (
+                date.fromisoformat(raw_pinned)
+                if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw_pinned)
+                else None
+            )
+        except ValueError:
+            pinned = None
+        if pinned is None:
+            problems.append(f"PINNED_TODAY must be a date like 2026-11-28 (got {raw_pinned!r})")
+    lookback = _number(env, "LATE_LOOKBACK_MONTHS", 3, problems, integer=True)
+    if lookback > 12:
+        problems.append(f"LATE_LOOKBACK_MONTHS must be 1..12 (got {lookback})")
+        lookback = 3
+
     settings = Settings(
         aws_region=get("AWS_REGION"),
         qbo_secret_name=get("QBO_SECRET_NAME"),
@@ -244,6 +267,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
         create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
         send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
+        pinned_today=pinned,
+        late_lookback_months=lookback,
+        hold_max_hours=_number(env, "HOLD_MAX_HOURS", 12, problems, integer=True),
+        hold_median_multiple=_number(env, "HOLD_MEDIAN_MULTIPLE", 3, problems, integer=True),
     )
     if problems:
         raise ConfigError(problems)

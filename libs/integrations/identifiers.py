@@ -20,6 +20,9 @@ _EXACT = re.compile(rf"{CLIENT_NUMBER}")
 _LEADING = re.compile(rf"\s*({CLIENT_NUMBER})(?![0-9])")
 
 MARKER_PREFIX = "invoice-processor"
+# A held invoice (created, not queued for sending until a person releases it) carries this word
+# in its PrivateNote too, with the reasons after it.
+HOLD_MARKER = f"{MARKER_PREFIX}:held"
 _MARKER = re.compile(rf"{MARKER_PREFIX}:({CLIENT_NUMBER}):([0-9]{{4}}-(?:0[1-9]|1[0-2]))")
 
 
@@ -69,3 +72,8 @@ def find_marker(private_note: object) -> InvoiceMarker | None:
 def has_marker(private_note: object, client_id: str, period: str) -> bool:
     """Whether a PrivateNote carries the marker of exactly this client and month."""
     return find_marker(private_note) == InvoiceMarker(client_id, period)
+
+
+def is_held(private_note: object) -> bool:
+    """Whether a PrivateNote carries the hold marker as a whole word."""
+    return isinstance(private_note, str) and HOLD_MARKER in private_note.split()

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.e2e
 EXPECTED_TOTALS = {
     "10002": Decimal("1306.65"),
     "10003": Decimal("630.60"),
-    "10004": Decimal("1237.50"),
+    # Workpaper automation design 7.00 h x 150 = 1,050.00; Client portal training 75 min + the planted
+    # 13 h entry = 14.25 h x 150 = 2,137.50 -> 3,187.50 (held: that entry is over 12 h)
+    "10004": Decimal("3187.50"),
     "10005": Decimal("437.25"),
     "10006": Decimal("871.21"),  # 2.17 h x 38.00 + 1.75 h x 165.00 (overrides) + 500.00 monthly fee
     "10008": Decimal("116.10"),
@@ -68,6 +70,8 @@ def test_first_run_creates_the_expected_invoices_and_second_run_creates_none(har
     assert acme["DocNumber"] == "10002-202610"
     assert "invoice-processor:10002:2026-10" in acme["PrivateNote"].split()
     assert by_client["10008"]["EmailStatus"] == "NotSet"  # no email address: QBO refuses NeedToSend
+    assert by_client["10004"]["EmailStatus"] == "NotSet"  # held: the planted 13 h entry
+    assert "invoice-processor:held" in by_client["10004"]["PrivateNote"].split()
     assert {r["client"]: r["outcome"] for r in first.summary["table"]} == {
         "10001": "skipped",
         "10002": "created",
@@ -83,7 +87,8 @@ def test_first_run_creates_the_expected_invoices_and_second_run_creates_none(har
 
     state = harness.state()
     (mail,) = [m for m in state["mails"] if m["to"] == ["bookkeeper@brightline-automation.example"]]
-    assert mail["subject"] == "[QBO invoices] 2026-10: 6 created, $4,599.31"
+    assert mail["subject"] == "[QBO invoices] 2026-10: 6 created, $6,549.31, 1 HELD"
+    assert mail["text"].index("Held for review (1)") < mail["text"].index("Created invoices (6)")
     assert "Unattributed billable ClickUp time (1)" in mail["text"] and "Prospect demo" in mail["text"]
     assert "Robot runs not finished (1)" in mail["text"] and "VAT Return Prep" in mail["text"]
     assert "send later" in mail["text"] and "<table" in mail["html"]
@@ -116,7 +121,8 @@ def test_dry_run_prints_the_invoices_and_changes_nothing(harness: Harness) -> No
     for part in ("invoices", "mails", "files", "ledger"):
         assert after[part] == before[part], part
     assert "Robot runtime – Invoice Intake: 31 runs, 6.20 h" in run.stdout
-    assert "1306.65" in run.stdout and "Total to invoice: $4,599.31" in run.stdout
+    assert "1306.65" in run.stdout and "Total to invoice: $6,549.31" in run.stdout
+    assert "10004 - Cedar Tax Partners (10004)  [HOLD: time entry 4120000000000000123" in run.stdout
     assert run.summary["counts"]["would_create"] == 6
 
 
@@ -124,7 +130,7 @@ def test_client_option_bills_that_client_only(harness: Harness) -> None:
     run = harness.run("--create-invoices", "--period", "2026-10", "--client", "10004")
 
     assert run.exit_code == 0, run.logs
-    assert _totals(harness) == {"10004": Decimal("1237.50")}
+    assert _totals(harness) == {"10004": Decimal("3187.50")}
     assert [r["client"] for r in run.summary["table"]] == ["10004"]
 
 

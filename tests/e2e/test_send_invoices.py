@@ -10,7 +10,8 @@ from tests.e2e.conftest import Harness, default_scenario
 
 pytestmark = pytest.mark.e2e
 
-CREATED_WITH_EMAIL = {"10002-202610", "10003-202610", "10004-202610", "10005-202610", "10006-202610"}
+# 10004-202610 is created too but held (a planted 13 h entry, DESIGN §7 Holds): never sent until released.
+CREATED_WITH_EMAIL = {"10002-202610", "10003-202610", "10005-202610", "10006-202610"}
 BOOKKEEPER = "bookkeeper@brightline-automation.example"
 
 
@@ -41,14 +42,16 @@ def test_send_after_create_delivers_each_invoice_once_archives_and_reports(harne
     pdfs = sorted(f["path"].rsplit("/", 1)[1] for f in harness.state()["files"] if f["path"].endswith(".pdf"))
     assert pdfs == sorted(f"Invoice-{doc}.pdf" for doc in CREATED_WITH_EMAIL)
     (summary,) = _summaries(harness)
-    assert summary["subject"] == "[QBO invoices] sent 5 ($4,483.21)"
+    # 1,306.65 + 630.60 + 437.25 + 871.21 (10002, 10003, 10005, 10006; 10004 is held)
+    assert summary["subject"] == "[QBO invoices] sent 4 ($3,245.71)"
+    assert status["10004-202610"] == "NotSet"
     assert first.rows(invoice="AICPA-1120")[0]["reason"] == "excluded customer"
 
     second = harness.run("--send-invoices")
 
     assert second.exit_code == 0, second.logs
     assert (
-        len(_customer_mails(harness)) == 5 and len(_summaries(harness)) == 1
+        len(_customer_mails(harness)) == 4 and len(_summaries(harness)) == 1
     )  # nothing sent, nothing mailed
     assert second.summary["counts"]["sent"] == 0
 
@@ -115,7 +118,7 @@ def test_a_pdf_that_cannot_be_fetched_fails_that_invoice_only(harness: Harness) 
     assert run.exit_code == 1
     failed = run.rows(outcome="failed")
     assert [row["invoice"] for row in failed] == ["10002-202610"] and "pdf" in failed[0]["reason"].lower()
-    assert len(_customer_mails(harness)) == 4 and _status(harness)["10002-202610"] == "NeedToSend"
+    assert len(_customer_mails(harness)) == 3 and _status(harness)["10002-202610"] == "NeedToSend"
     harness.sandbox.clear_faults()
 
     retry = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
@@ -132,7 +135,7 @@ def test_graph_429_with_retry_after_still_delivers_each_mail_once(harness: Harne
 
     assert run.exit_code == 0, run.logs
     recipients = sorted(m["to"][0] for m in _customer_mails(harness))
-    assert len(recipients) == 5 and len(set(recipients)) == 5
+    assert len(recipients) == 4 and len(set(recipients)) == 4
     assert harness.state()["requests"]["graph"]["by_status"].get("429") == 3
 
 
@@ -147,11 +150,11 @@ def test_crash_after_the_qbo_send_then_rerun_sends_nothing_twice(harness: Harnes
 
     assert rerun.exit_code == 0, rerun.logs
     recipients = [m["to"][0] for m in _customer_mails(harness)]
-    assert len(recipients) == 5 and len(set(recipients)) == 5
+    assert len(recipients) == 4 and len(set(recipients)) == 4
 
 
 def test_crash_between_claim_and_send_in_qbo_mode_is_checked_in_qbo_then_sent_once(harness: Harness) -> None:
-    assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10004").exit_code == 0
+    assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10005").exit_code == 0
     # Die right after the claim noted "about to mail" (the send run's first UpdateItem; a 6 s lease
     # keeps the heartbeat's renewals out of the count), before the QBO /send.
     crashed = harness.spawn(
@@ -165,7 +168,7 @@ def test_crash_between_claim_and_send_in_qbo_mode_is_checked_in_qbo_then_sent_on
     rerun = harness.run("--send-invoices", CLAIM_TTL_SECONDS="6")
 
     assert rerun.exit_code == 0, rerun.logs
-    assert [m["to"] for m in _customer_mails(harness)] == [["invoices@cedartax.example"]]
+    assert [m["to"] for m in _customer_mails(harness)] == [["regnskab@obrien-son.example"]]
     reads = [
         r
         for r in harness.sandbox.requests("qbo")

@@ -21,11 +21,13 @@ from moto.dynamodb.models import DynamoDBBackend
 from integrations import errors
 from integrations.aws import (
     BOTO_CONFIG,
+    TRACE_CHUNK_BYTES,
     AwsClients,
     ClaimNotHeld,
     ClientRegistry,
     Ledger,
     SecretStore,
+    UsageTrace,
     aws_clients,
     publish_run_metric,
 )
@@ -493,17 +495,6 @@ def test_annotate_merges_into_a_finished_row_only(ledger: Ledger) -> None:
     assert ledger.get("k").attributes == {"invoice_id": "9", "archived": True}
 
 
-def test_documents_survive_the_item_size_limit(ledger: Ledger) -> None:
-    import os
-
-    big = os.urandom(700_000)  # incompressible: three chunks
-    ledger.put_document("invoice#10002#2026-10", big)
-    assert ledger.get_document("invoice#10002#2026-10") == big
-    ledger.put_document("invoice#10002#2026-10", b"small")
-    assert ledger.get_document("invoice#10002#2026-10") == b"small"
-    assert ledger.get_document("invoice#10003#2026-10") is None
-
-
 @pytest.fixture
 def atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Give moto the per-item atomicity real DynamoDB has.
@@ -672,3 +663,59 @@ def test_unreachable_cloudwatch_is_a_cloudwatch_error(
         )
     assert caught.value.service == "cloudwatch"
     assert "PutMetricData QboInvoiceProcessor" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- usage traces
+
+
+def test_a_large_month_trace_is_chunked_under_the_item_limit_and_reads_back_whole(
+    ledger: Ledger, ledger_table: Any
+) -> None:
+    # 60,000 rows of random ids barely compress: several chunks, each under DynamoDB's 400 KB.
+    import secrets
+
+    rows = "".join(f"{secrets.token_hex(18)},{i},robocorp\n" for i in range(60_000))
+    ledger.put_trace(UsageTrace("10002", "2026-10", "pending", rows, total="12.34"))
+
+    chunks = [i for i in ledger_table.scan()["Items"] if i["pk"].startswith("trace#10002#2026-10#")]
+    assert len(chunks) >= 3
+    assert all(len(bytes(i["data"].value)) <= TRACE_CHUNK_BYTES for i in chunks)
+    got = ledger.trace("10002", "2026-10")
+    assert got is not None and got.usage_csv == rows and (got.state, got.total) == ("pending", "12.34")
+
+    ledger.mark_trace("10002", "2026-10", "invoiced", "130", "10002-202610")
+    marked = ledger.trace("10002", "2026-10", with_csv=False)
+    assert marked is not None and (marked.state, marked.invoice_id, marked.usage_csv) == (
+        "invoiced",
+        "130",
+        "",
+    )
+
+
+def test_a_nothing_to_bill_trace_never_replaces_an_invoice_trace(ledger: Ledger) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "a,b\n"))
+    assert ledger.put_trace(UsageTrace("10002", "2026-10", "nothing"), only_if_new=True) is False
+    kept = ledger.trace("10002", "2026-10")
+    assert kept is not None and (kept.state, kept.usage_csv) == ("invoiced", "a,b\n")
+    assert ledger.trace("10003", "2026-10") is None
+
+
+def test_a_trace_with_a_lost_chunk_is_reported_not_read_as_empty(ledger: Ledger, ledger_table: Any) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "x" * 10))
+    chunk = next(i for i in ledger_table.scan()["Items"] if i["pk"].startswith("trace#10002#2026-10#"))
+    ledger_table.delete_item(Key={"pk": chunk["pk"]})
+    with pytest.raises(errors.GarbledResponse, match="trace#10002#2026-10"):
+        ledger.trace("10002", "2026-10")
+
+
+def test_trace_heads_reads_a_year_of_months_in_one_batch_and_skips_missing_ones(ledger: Ledger) -> None:
+    ledger.put_trace(UsageTrace("10002", "2026-10", "invoiced", "x", total="900.00"))
+    ledger.put_trace(UsageTrace("10002", "2026-08", "nothing"))
+    ledger.put_trace(UsageTrace("10003", "2026-09", "invoiced", "y"))
+
+    heads = ledger.trace_heads("10002", [f"2026-{m:02d}" for m in range(1, 13)])
+
+    assert {p: (h.state, h.total, h.usage_csv) for p, h in heads.items()} == {
+        "2026-10": ("invoiced", "900.00", ""),
+        "2026-08": ("nothing", "", ""),
+    }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +15,7 @@ from create_invoices.billing import (
     PriceBook,
     PricingError,
     aggregate_runtime,
+    allocate,
     build_draft,
     cents,
     doc_number,
@@ -24,6 +23,7 @@ from create_invoices.billing import (
     hours,
     price_book_from_items,
     prices_for,
+    read_trace_csv,
     split_lines,
     trace_csv,
 )
@@ -295,9 +295,9 @@ def test_runtime_is_grouped_per_workspace_and_process_and_sorted_by_name():
     )
     got = [(p.workspace_id, p.process_id, p.process_name, p.seconds) for p in usage.processes]
     assert got == [
-        ("ws1", "p2", "aged receivables", D("30")),
-        ("ws1", "p1", "Invoice bot", D("30.75")),
-        ("ws2", "p1", "Invoice bot", D("40")),
+        ("ws1", "p2", "aged receivables", 30),
+        ("ws1", "p1", "Invoice bot", 31),  # whole seconds per run: 10.5 -> 11, 20.25 -> 20
+        ("ws2", "p1", "Invoice bot", 40),
     ]
 
 
@@ -571,7 +571,8 @@ def test_the_whole_body_round_trips_through_json():
 
 # -- the usage trace ---------------------------------------------------------------------------------
 def _rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+    assert text.startswith("# Rounding: ")  # the rule is stated in the file itself
+    return read_trace_csv(text)
 
 
 def test_trace_csv_ties_every_line_to_its_runs_and_time_entries():
@@ -656,3 +657,31 @@ def test_an_ended_run_without_a_start_is_named_not_dropped():
         aggregate_runtime([broken], OCTOBER)
     never_started = replace(broken, state="new", ended_at=None, duration_seconds=None)
     assert aggregate_runtime([never_started], OCTOBER).processes == []
+
+
+def test_allocate_splits_whole_units_by_largest_remainder_and_sums_exactly():
+    assert allocate(180, [405] * 16) == [12, 12, 12, 12] + [11] * 12  # 16 x 405 s = 1.80 h
+    assert allocate(100, [1, 1, 1]) == [34, 33, 33]
+    assert allocate(7, [0, 0]) == [7, 0]
+    assert allocate(0, [5, 5]) == [0, 0]
+
+
+def test_trace_rows_add_up_exactly_to_each_line_in_seconds_hours_and_money():
+    # 16 entries of 405 s on one task (the case: rows rounded alone give 16 x 0.11 = 1.76 h):
+    # 6,480 s = 1.80 h x 95.50 = 171.90 (whole cents, so Qty 1.80 x 95.50); plus 3 runs of 1,000.4 s
+    # -> 1,000 s each = 3,000 s = 0.83 h x 45.00 = 37.35.
+    entries = [entry(f"e{i:02d}", 0, task_name="Close", start="2026-10-02T08:00:00") for i in range(16)]
+    entries = [replace(e, duration_ms=405_000) for e in entries]
+    runs = [run(f"r{i}", "1000.4", start=f"2026-10-0{i + 1}T08:00:00") for i in range(3)]
+    draft = _draft(split_lines(runtime(*runs), entries, book(robot="45", service="95.50")).lines)
+    rows = _rows(trace_csv(draft))
+    assert [(line.hours, line.amount) for line in draft.lines] == [
+        (D("0.83"), D("37.35")),
+        (D("1.80"), D("171.90")),
+    ]
+    for number, line in enumerate(draft.lines, start=1):
+        mine = [r for r in rows if r["line"] == str(number)]
+        assert all(r["seconds"].isdigit() for r in mine)  # integer seconds, never "405.0"
+        assert sum(int(r["seconds"]) for r in mine) == (3000 if number == 1 else 6480)
+        assert sum(D(r["hours"]) for r in mine) == line.hours == D(mine[0]["line_hours"])
+        assert sum(D(r["amount"]) for r in mine) == line.amount == D(mine[0]["line_amount"])
