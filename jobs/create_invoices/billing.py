@@ -253,6 +253,11 @@ def aggregate_runtime(runs: Iterable[ProcessRun], period: Period) -> RuntimeUsag
             )
         if run.started_at is None or not period.contains(run.started_at):
             continue
+        if run.ended_at is not None and run.ended_at < run.started_at:
+            raise ValueError(
+                f"process run {run.id} ({run.process_name}) ended before it started "
+                f"({run.ended_at.isoformat()} < {run.started_at.isoformat()}); check the run in Control Room"
+            )
         if run.ended_at is None or run.duration_seconds is None or run.state in UNFINISHED_STATES:
             unfinished.append(run)
             continue

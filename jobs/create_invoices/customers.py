@@ -80,6 +80,15 @@ def match_customer(client: ClientRecord, customers: Sequence[CustomerLike]) -> C
 
     active = [c for c in found if _active(c)]
     if len(active) == 1:
+        owner = leading_client_number(active[0].get("DisplayName"))
+        if owner is not None and owner != client.client_id:  # a copy-paste slip in the registry
+            raise UnknownCustomer(
+                f"client {client.client_id}: the registry's customer_name {wanted!r} is client {owner}'s "
+                "customer (its name starts with that number); fix customer_name in the registry",
+                client.client_id,
+                wanted,
+                active,
+            )
         return active[0]
     if len(active) > 1:
         hint = "" if client.customer_name else "; set customer_name in the registry"

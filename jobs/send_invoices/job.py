@@ -86,11 +86,33 @@ class SendRun:
         start = self.today - timedelta(days=self.settings.send_lookback_days)
         invoices = self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
         waiting = [i for i in invoices if i.email_status == "NeedToSend"]
+        if not self.options.dry_run:
+            waiting += self._follow_ups({i.id for i in waiting})
         if self.options.clients:
             wanted = set(self.options.clients)
             waiting = [i for i in waiting if leading_client_number(i.customer_name) in wanted]
         logger.info("{n} invoice(s) waiting to be sent", n=len(waiting))
         return sorted(waiting, key=lambda i: (i.doc_number, i.id))
+
+    def _follow_ups(self, waiting: set[str]) -> list[Invoice]:
+        """Deliveries an earlier run left unfinished whose invoice no longer waits: QBO marks an
+        invoice EmailSent as it sends it, so a run that died right after ``/send`` leaves a claim
+        with ``stage=mailing`` (or a sent row whose PDF was never archived) that nothing else would
+        ever look at again. They are checked and finished like any delivery, never resent blindly."""
+        follow: list[str] = []
+        for entry in self.services.ledger.scan_prefix("send#"):
+            invoice_id = str(entry.attributes.get("invoice_id") or "")
+            mailing = entry.status in ("claimed", "failed") and entry.attributes.get("stage") == "mailing"
+            unarchived = entry.status == "sent" and entry.attributes.get("archived") is not True
+            if invoice_id and invoice_id not in waiting and (mailing or unarchived):
+                follow.append(invoice_id)
+        found = []
+        for invoice_id in follow:
+            try:
+                found.append(self.services.qbo.get_invoice(invoice_id))
+            except errors.NotFound:  # deleted in QBO since: nothing left to deliver or archive
+                logger.warning("invoice {id} of an unfinished delivery no longer exists", id=invoice_id)
+        return found
 
     def _to_resend(self) -> list[Invoice]:
         """The one invoice of this system named by ``--resend`` (doc number or QBO id); refuses,
@@ -193,7 +215,7 @@ class SendRun:
         except errors.ServiceError as exc:  # refused (4xx): nothing went out
             self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused"})
             raise
-        self.claims.record(key, "sent", {"to": result.to})
+        self.claims.record(key, "sent", {"to": result.to, "archived": False})
         result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
             try:
@@ -202,21 +224,22 @@ class SendRun:
                 result.warning = (
                     f"mailed, but QuickBooks not yet marked EmailSent ({exc}); the next run retries"
                 )
-        archive_problem = self._archive(invoice, result, pdf)
-        result.warning = "; ".join(w for w in (result.warning, archive_problem) if w)
+        self._archive(invoice, key, result, pdf)
         logger.info("sent invoice {doc} to {to}", doc=result.doc_number, to=result.to)
         return result
 
     def _not_ours(self, invoice: Invoice, key: str, entry: LedgerEntry | None, result: Delivery) -> Delivery:
         """The delivery was claimed by another run: finished (sent, needs a person) or still live."""
         status = entry.status if entry else "unknown"
-        if status == "sent":
-            # Delivered before; QBO still says NeedToSend (the mark failed, or a person reset it).
-            self._mark_sent(invoice, key)
-            return result.skip(
-                Reason.ALREADY_SENT,
-                f"already sent; QuickBooks marked EmailSent again (to mail it again: --resend {result.doc_number})",
-            )
+        if status == "sent" and entry is not None:
+            result.skip(Reason.ALREADY_SENT, "already sent")
+            if invoice.email_status == "NeedToSend":
+                # Delivered before; QBO still says NeedToSend (the mark failed, or a person reset it).
+                self._mark_sent(invoice, key)
+                result.reason = f"already sent; QuickBooks marked EmailSent again (to mail it again: --resend {result.doc_number})"
+            if entry.attributes.get("archived") is not True:
+                self._archive(invoice, key, result, None)
+            return result
         if status == "needs_review":
             reason = str(entry.attributes.get("reason", "outcome unknown")) if entry else "outcome unknown"
             return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
@@ -231,9 +254,11 @@ class SendRun:
         the call failed without an answer). In qbo mode QBO's own record tells whether the mail
         went out; in graph mode nothing does, so a person must check."""
         if self.settings.invoice_delivery == "qbo":
-            if self.services.qbo.get_invoice(result.invoice_id).delivered:
-                self.claims.record(key, "sent", {"recovered": True})
+            current = self.services.qbo.get_invoice(result.invoice_id)
+            if current.delivered:
+                self.claims.record(key, "sent", {"recovered": True, "archived": False})
                 result.skip(Reason.ALREADY_SENT, "already sent by an interrupted run (confirmed in QBO)")
+                self._archive(current, key, result, None)
                 return False
             return True
         reason = (
@@ -267,7 +292,16 @@ class SendRun:
             invoice.id, {"EmailStatus": "EmailSent"}, request_id_for(key, "mark-sent")
         )
 
-    def _archive(self, invoice: Invoice, result: Delivery, pdf: bytes | None) -> str:
+    def _archive(self, invoice: Invoice, key: str, result: Delivery, pdf: bytes | None) -> None:
+        """Archive the invoice PDF and note it on the delivery's ledger row; a failure is a warning
+        (the mail went out) and the next run tries again."""
+        problem = self._upload_pdf(invoice, result, pdf)
+        if problem:
+            result.warning = "; ".join(w for w in (result.warning, problem) if w)
+        else:
+            self.services.ledger.annotate(key, "sent", {"archived": True})
+
+    def _upload_pdf(self, invoice: Invoice, result: Delivery, pdf: bytes | None) -> str:
         marker = invoice.marker
         period = marker.period if marker else invoice.txn_date[:7] or self.today.strftime("%Y-%m")
         parts = [

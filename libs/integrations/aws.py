@@ -380,7 +380,8 @@ class Ledger:
         return _entry(item) if item else None
 
     def scan_prefix(self, prefix: str) -> list[LedgerEntry]:
-        """Every row whose key starts with ``prefix``, sorted by key (for reports and tests)."""
+        """Every row whose key starts with ``prefix``, sorted by key (a Scan of the whole table: the
+        send job's look for unfinished deliveries, reports and tests)."""
         items = _scan(
             self._table,
             f"Scan {self._table.name} {prefix}*",

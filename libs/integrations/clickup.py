@@ -259,8 +259,11 @@ def _time_entry(raw: Any, index: int, operation: str, window_start: datetime) ->
     task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
     location = raw.get("task_location") if isinstance(raw.get("task_location"), dict) else {}
     billable = raw.get("billable")
-    if isinstance(billable, str):
+    if isinstance(billable, str) and billable.strip().lower() in ("true", "false"):
         billable = billable.strip().lower() == "true"
+    if not isinstance(billable, bool):  # "yes", 1, null: never guess whether time is billable
+        problems.append(f"field 'billable' is not true or false ({str(billable)[:20]!r})")
+        billable = True  # so it is attributed and fails its client by name instead of vanishing
     return TimeEntry(
         id=entry_id,
         user_id=_str_or_none(user.get("id")) or "",

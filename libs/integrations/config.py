@@ -88,6 +88,7 @@ class Settings:
     stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
     create_workers: int = 4  # clients billed at once
     send_workers: int = 1  # invoices delivered at once
+    token_lock_seconds: float = 60.0  # lease of the QBO refresh lock (a dead holder blocks this long)
     pinned_today: date | None = None  # PINNED_TODAY: sandbox and tests only; production reads the wall clock
     late_lookback_months: int = 3  # LATE_LOOKBACK_MONTHS: closed months whose late usage is carried forward
     hold_max_hours: int = 12  # HOLD_MAX_HOURS: an entry or run longer than this holds the invoice
@@ -267,6 +268,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
         create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
         send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
+        token_lock_seconds=_number(env, "TOKEN_LOCK_TTL_SECONDS", 60.0, problems),
         pinned_today=pinned,
         late_lookback_months=lookback,
         hold_max_hours=_number(env, "HOLD_MAX_HOURS", 12, problems, integer=True),

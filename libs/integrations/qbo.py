@@ -107,6 +107,7 @@ def refresh_lock(
     wait_seconds: float = 90.0,
     poll_seconds: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    ttl_seconds: float = TOKEN_LOCK_TTL_SECONDS,
 ) -> Iterator[None]:
     """The one lock under which the stored refresh token may change (a lease in the ledger table,
     per realm): the jobs' refreshes, ``make qbo-auth`` and ``make doctor`` all take it."""
@@ -114,7 +115,7 @@ def refresh_lock(
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait_seconds
     announced = False
-    while not ledger.acquire_lock(name, owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
+    while not ledger.acquire_lock(name, owner, ttl_seconds=ttl_seconds):
         if time.monotonic() >= deadline:
             raise TokenLockTimeout(
                 SERVICE,
@@ -133,7 +134,7 @@ def refresh_lock(
         except Exception as exc:  # noqa: BLE001 - must not hide the outcome; the lease expires
             logger.warning(
                 "could not release the QBO token lock (it expires in {ttl} s): {error}",
-                ttl=TOKEN_LOCK_TTL_SECONDS,
+                ttl=ttl_seconds,
                 error=mask(str(exc)),
             )
 
@@ -158,6 +159,7 @@ class QboTokens:
         *,
         owner: str | None = None,
         lock_wait_seconds: float = 90.0,
+        lock_ttl_seconds: float = TOKEN_LOCK_TTL_SECONDS,
         lock_poll_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -169,6 +171,7 @@ class QboTokens:
         self._clock = clock
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock_wait_seconds = lock_wait_seconds
+        self._lock_ttl_seconds = lock_ttl_seconds
         self._lock_poll_seconds = lock_poll_seconds
         self._sleep = sleep
         self._mutex = threading.Lock()  # one refresh at a time inside this process, too
@@ -228,6 +231,7 @@ class QboTokens:
             wait_seconds=self._lock_wait_seconds,
             poll_seconds=self._lock_poll_seconds,
             sleep=self._sleep,
+            ttl_seconds=self._lock_ttl_seconds,
         ):
             secret = self._read_secret()  # another process may have rotated it meanwhile
             self._secret = secret
@@ -923,7 +927,14 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         max_retries=min(settings.http_max_retries, 2),
         max_retry_after=min(settings.http_max_retry_after_seconds, 10.0),
     )
-    tokens = QboTokens(secrets, settings.qbo_secret_name, ledger, token_session, settings.qbo_token_url)
+    tokens = QboTokens(
+        secrets,
+        settings.qbo_secret_name,
+        ledger,
+        token_session,
+        settings.qbo_token_url,
+        lock_ttl_seconds=settings.token_lock_seconds,
+    )
     base_url = settings.qbo_base_url
     if not base_url:
         environment = tokens.environment

@@ -314,7 +314,6 @@ def test_a_crash_right_after_the_create_is_healed_from_the_recorded_trace(harnes
     head = next(r for r in harness.state()["ledger"] if r["pk"] == "trace#10002#2026-10")
     assert head["state"] == "pending"
     assert not [f for f in harness.state()["files"] if f["path"].endswith("usage-10002-2026-10.csv")]
-    harness.expire_ledger_leases()
 
     rerun = harness.run("--create-invoices", "--period", "2026-10", "--client", "10002")
 

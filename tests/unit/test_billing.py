@@ -685,3 +685,18 @@ def test_trace_rows_add_up_exactly_to_each_line_in_seconds_hours_and_money():
         assert sum(int(r["seconds"]) for r in mine) == (3000 if number == 1 else 6480)
         assert sum(D(r["hours"]) for r in mine) == line.hours == D(mine[0]["line_hours"])
         assert sum(D(r["amount"]) for r in mine) == line.amount == D(mine[0]["line_amount"])
+
+
+def test_a_run_that_ends_before_it_starts_is_named():
+    broken = ProcessRun(
+        "r8",
+        "ws",
+        "p",
+        "Invoice bot",
+        "completed",
+        at("2026-10-02T10:00:00"),
+        at("2026-10-02T09:00:00"),
+        D(60),
+    )
+    with pytest.raises(ValueError, match="process run r8 .*ended before it started"):
+        aggregate_runtime([broken], OCTOBER)

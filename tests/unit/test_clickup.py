@@ -186,6 +186,8 @@ def test_entries_that_start_outside_the_period_are_left_to_their_own_month():
         ({"id": None}, "field 'id' is missing"),
         ({"duration": "-3600000"}, "a finished entry (it has an end) with a negative duration"),
         ({"end": "1"}, "its end is before its start"),
+        ({"billable": "yes"}, "field 'billable' is not true or false ('yes')"),
+        ({"billable": None}, "field 'billable' is not true or false ('None')"),
     ],
 )
 def test_a_garbled_entry_comes_back_named_with_its_problem_and_location(change, needle):

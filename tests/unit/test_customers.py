@@ -99,3 +99,10 @@ def test_several_active_customers_with_the_prefix_are_ambiguous():
 
 def test_a_customer_without_active_flag_counts_as_active():
     assert match_customer(ClientRecord("10002"), [{"Id": "2", "DisplayName": "10002 - Acme"}])["Id"] == "2"
+
+
+def test_a_registry_name_that_points_at_another_clients_customer_is_refused():
+    customers = [customer("2", "10002 - Acme CPA"), customer("3", "10003 - Birch & Co.")]
+    with pytest.raises(UnknownCustomer, match="is client 10003's customer"):
+        match_customer(ClientRecord("10002", customer_name="10003 - Birch & Co."), customers)
+    assert match_customer(ClientRecord("10002", customer_name="10002 - Acme CPA"), customers)["Id"] == "2"

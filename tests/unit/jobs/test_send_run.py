@@ -70,7 +70,8 @@ def test_qbo_mode_sends_each_waiting_invoice_once(send_services: FakeServices) -
 
 def crashed_while_mailing(services: FakeServices, key: str, clock) -> None:
     """A run claimed the delivery, noted that it was about to mail, and died."""
-    services.ledger.claim(key, "crashed", request_id_for(key, "send"), 60)
+    invoice_id = key.split("#")[1]
+    services.ledger.claim(key, "crashed", request_id_for(key, "send"), 60, {"invoice_id": invoice_id})
     services.ledger.record(key, "crashed", "claimed", {"stage": "mailing"})
     clock.advance(61)
 
@@ -220,3 +221,40 @@ def test_resend_refuses_an_unknown_number_and_names_candidates(send_services: Fa
         errors.StartupError, match=r"no invoice of this system matches \(candidates: 10002-202610"
     ):
         send(send_services, resend="10002")
+
+
+def test_a_qbo_send_that_died_after_the_send_is_found_confirmed_and_archived(
+    send_services: FakeServices, clock
+) -> None:
+    """QBO marks the invoice EmailSent as it sends it: the invoice no longer waits, so only the
+    ledger remembers the unfinished delivery (issue 10: nothing silently left undone)."""
+    crashed_while_mailing(send_services, "send#201", clock)
+    send_services.qbo.invoices[0].update(EmailStatus="EmailSent", DeliveryInfo={"DeliveryType": "Email"})
+
+    result = send(send_services, clients=("10002",))
+
+    assert send_services.qbo.sent == []  # never resent
+    assert result["10002-202610"]["reason"] == "already sent by an interrupted run (confirmed in QBO)"
+    rows = ledger_rows(send_services.ledger)
+    assert rows["send#201"].status == "sent" and rows["send#201"].attributes["archived"] is True
+    assert "2026-10/10002 - Acme CPA/Invoice-10002-202610.pdf" in send_services.archived
+    again = send(send_services, run_id="run-3", clients=("10002",))
+    assert "10002-202610" not in again  # finished: nothing to follow up
+
+
+def test_a_pdf_that_could_not_be_archived_is_archived_by_the_next_run(send_services: FakeServices) -> None:
+    archive = send_services.archive
+
+    def sharepoint_down(parts, content):
+        raise errors.ServerError("graph", "upload", "503", status=503)
+
+    send_services.archive = sharepoint_down  # type: ignore[method-assign]
+    first = send(send_services, clients=("10002",))
+    assert "PDF not archived" in first["10002-202610"]["reason"] or send_services.archived == {}
+    send_services.archive = archive  # type: ignore[method-assign]
+
+    send(send_services, run_id="run-2", clients=("10002",))
+
+    assert send_services.qbo.sent == ["201"]
+    assert "2026-10/10002 - Acme CPA/Invoice-10002-202610.pdf" in send_services.archived
+    assert ledger_rows(send_services.ledger)["send#201"].attributes["archived"] is True
