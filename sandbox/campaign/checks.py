@@ -76,22 +76,24 @@ def reference_from(state: dict[str, Any], bookkeeper: str, calls: list[str], sen
     return Reference(invoices, delivered, sorted(f["path"] for f in state["files"]), calls)
 
 
-def count_invoices(state: dict[str, Any], reference: Reference, outcome: Outcome, where: str = "") -> None:
-    """Duplicates (any marker), and lost/wrong invoices of the reference."""
+def count_invoices(state: dict[str, Any], reference: Reference, outcome: Outcome, rerun: bool = True) -> None:
+    """Duplicates (any marker), and lost/wrong invoices of the reference (also unrecovered when
+    the state is the one after a re-run)."""
     found = marked_invoices(state)
     for marker, invoices in sorted(found.items()):
         if len(invoices) > 1:
             ids = ", ".join(str(i["Id"]) for i in invoices)
             outcome.problem(
-                "duplicates", f"{len(invoices)} invoices for {marker} (ids {ids}){where}", len(invoices) - 1
+                "duplicates", f"{len(invoices)} invoices for {marker} (ids {ids})", len(invoices) - 1
             )
     for marker, total in sorted(reference.invoices.items()):
         invoices = found.get(marker, [])
         if not invoices:
-            outcome.problem("lost", f"no invoice for {marker}{where}")
-            outcome.problem("unrecovered", f"invoice {marker} missing after the re-run{where}")
+            outcome.problem("lost", f"no invoice for {marker}")
+            if rerun:
+                outcome.problem("unrecovered", f"invoice {marker} missing after the re-run")
         elif all(Decimal(str(i["TotalAmt"])) != Decimal(total) for i in invoices):
-            outcome.problem("lost", f"{marker} billed {invoices[0]['TotalAmt']} instead of {total}{where}")
+            outcome.problem("lost", f"{marker} billed {invoices[0]['TotalAmt']} instead of {total}")
 
 
 def _ledger_rows(state: dict[str, Any], invoice_id: str) -> list[dict[str, Any]]:

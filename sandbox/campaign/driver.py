@@ -73,7 +73,8 @@ def _aws_operation(headers: Any, body: Any) -> str:
     """An AWS call's operation (all go to "POST /"): the JSON target header or the query Action."""
     target = (headers or {}).get("X-Amz-Target") if hasattr(headers, "get") else None
     if target:
-        return str(target).split(".")[-1]
+        text = target.decode("ascii", "replace") if isinstance(target, bytes) else str(target)
+        return text.split(".")[-1]
     if isinstance(body, bytes | str):
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         match = re.match(r"Action=(\w+)", text)
