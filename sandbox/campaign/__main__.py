@@ -3,7 +3,8 @@ the last line, exit 0 only when nothing went wrong.
 
 Environment (or the options): FAULTS_WORKERS (parallel scenarios, default 2), FAULTS_JSON (also
 write the report there), FAULTS_SAMPLE (N scenarios per family, evenly spread: a quick subset),
-FAULTS_FAMILIES (comma-separated family names), FAULTS_KEEP (keep the work directory).
+FAULTS_FAMILIES (comma-separated family names), FAULTS_KEEP (keep the work directory),
+FAULTS_JOB_ENV ("NAME=value ..." for every job run, e.g. a short heartbeat TTL).
 """
 
 from __future__ import annotations

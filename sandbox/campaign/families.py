@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sandbox.campaign import bad_input, checks
 from sandbox.campaign.scenarios import CREATE, ONE_WORKER, SEND, Spec
@@ -28,6 +29,12 @@ STORMS = {
 CREATE_SERVICES = ("qbo", "qbo_auth", "graph", "graph_auth", "clickup", "robocorp")
 SEND_SERVICES = ("qbo", "qbo_auth", "graph", "graph_auth")
 SIGTERM_POINTS = {"create": 6, "qbo": 3, "graph": 3}
+CONCURRENT = (("create", "qbo"), ("create", "qbo"), ("send", "qbo"), ("send", "graph"))
+STORM_TARGETS = (
+    *[("create", "qbo", s) for s in (*CREATE_SERVICES, "all")],
+    *[("send", "qbo", s) for s in (*SEND_SERVICES, "all")],
+    ("send", "graph", "all"),
+)
 
 
 class Prepared:
@@ -79,15 +86,29 @@ def spread(count: int, total: int) -> list[int]:
 
 def build(prepared: Prepared) -> list[Spec]:
     """Every scenario of every family, in family order."""
-    root, create, send, template = prepared.root, prepared.create, prepared.send, str(prepared.template)
+    create, send = prepared.create, prepared.send
     specs: list[Spec] = []
 
-    def add(family: str, name: str, kind: str, job: str, reference: checks.Reference, **more) -> None:
-        folder = root / "scenarios" / f"{len(specs):04d}"
-        specs.append(Spec(family, name, kind, job, str(folder), reference=reference, **more))
+    def add(family: str, name: str, kind: str, job: str, mode: str = "qbo", **more: Any) -> None:
+        """A scenario; send scenarios clone the template and are held to their mode's reference."""
+        folder = prepared.root / "scenarios" / f"{len(specs):04d}"
+        send_job = job == "send"
+        specs.append(
+            Spec(
+                family,
+                name,
+                kind,
+                job,
+                str(folder),
+                delivery=mode,
+                reference=more.pop("reference", send[mode] if send_job else create),
+                template=str(prepared.template) if send_job else "",
+                **more,
+            )
+        )
 
     for k, call in enumerate(create.calls, start=1):
-        add("crash create", f"crash create after call {k}", "crash", "create", create, point=k, call=call)
+        add("crash create", f"crash create after call {k}", "crash", "create", point=k, call=call)
     for mode in ("qbo", "graph"):
         for k, call in enumerate(send[mode].calls, start=1):
             add(
@@ -95,70 +116,39 @@ def build(prepared: Prepared) -> list[Spec]:
                 f"crash send {mode} after call {k}",
                 "crash",
                 "send",
-                send[mode],
-                delivery=mode,
+                mode,
                 point=k,
                 call=call,
-                template=template,
             )
-    for mode, count in SIGTERM_POINTS.items():
-        reference = create if mode == "create" else send[mode]
-        for k in spread(count, len(reference.calls)):
-            job = "create" if mode == "create" else "send"
+    for which, count in SIGTERM_POINTS.items():
+        job, mode = ("create", "qbo") if which == "create" else ("send", which)
+        calls = create.calls if job == "create" else send[mode].calls
+        for k in spread(count, len(calls)):
             add(
-                "sigterm",
-                f"SIGTERM {mode} after call {k}",
-                "sigterm",
-                job,
-                reference,
-                point=k,
-                call=reference.calls[k - 1],
-                delivery="graph" if mode == "graph" else "qbo",
-                template=template if job == "send" else "",
+                "sigterm", f"SIGTERM {which} after call {k}", "sigterm", job, mode, point=k, call=calls[k - 1]
             )
-    for job, mode in (("create", "qbo"), ("create", "qbo"), ("send", "qbo"), ("send", "graph")):
+    for trial, (job, mode) in enumerate(CONCURRENT, start=1):
         for runs in (2, 3):
-            reference = create if job == "create" else send[mode]
             add(
                 "concurrency",
-                f"{runs} {job} runs at once ({mode})",
+                f"{runs} {job} runs at once ({mode}, trial {trial})",
                 "concurrent",
                 job,
-                reference,
+                mode,
                 point=runs,
-                delivery=mode,
-                template=template if job == "send" else "",
             )
-    storms = [("create", "qbo", s) for s in (*CREATE_SERVICES, "all")]
-    storms += [("send", "qbo", s) for s in (*SEND_SERVICES, "all")] + [("send", "graph", "all")]
     seed = 0
-    for job, mode, service in storms:
+    for job, mode, service in STORM_TARGETS:
         services = (CREATE_SERVICES if job == "create" else SEND_SERVICES) if service == "all" else (service,)
         for fault, settings in STORMS.items():
             seed += 1
             storm = tuple((s, json.dumps({**settings, "seed": seed})) for s in services)
-            reference = create if job == "create" else send[mode]
-            add(
-                "storms",
-                f"20% {fault} on {service} ({job} {mode})",
-                "storm",
-                job,
-                reference,
-                storm=storm,
-                delivery=mode,
-                template=template if job == "send" else "",
-            )
+            add("storms", f"20% {fault} on {service} ({job} {mode})", "storm", job, mode, storm=storm)
     for kind in bad_input.KINDS:
-        add("bad input", f"bad input: {kind.name}", "bad", "create", create, bad=kind.name)
+        add("bad input", f"bad input: {kind.name}", "bad", "create", bad=kind.name)
     for mode in ("qbo", "graph"):
-        add(
-            "secrets",
-            f"secret scan, debug logs, expired tokens ({mode})",
-            "secrets",
-            "create",
-            _merged(create, send[mode]),
-            delivery=mode,
-        )
+        name = f"secret scan, debug logs, expired tokens ({mode})"
+        add("secrets", name, "secrets", "create", mode, reference=_merged(create, send[mode]))
     return specs
 
 

@@ -7,6 +7,7 @@ stdout, stderr and summary kept as files in the scenario's directory (the secret
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,13 @@ class JobRun:
         return lines[-1].strip() if lines else ""
 
 
+def job_env_overrides() -> dict[str, str]:
+    """``FAULTS_JOB_ENV="NAME=value NAME2=value"``: settings every job run gets (e.g. a short
+    heartbeat TTL, so a re-run takes a dead run's claims over without a minute's wait)."""
+    pairs = (item.partition("=") for item in os.environ.get("FAULTS_JOB_ENV", "").split())
+    return {name: value for name, _, value in pairs if name}
+
+
 class Workspace:
     """A started sandbox in ``root / "sandbox"`` plus numbered job runs in ``root``."""
 
@@ -83,6 +91,7 @@ class Workspace:
         return {
             **_child_env(self.sandbox.env, summary_path),
             "HTTP_MAX_RETRY_AFTER_SECONDS": "2",
+            **job_env_overrides(),
             **self.extra_env,
             **extra,
         }
