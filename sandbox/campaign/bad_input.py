@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BAD_ENTRY_ID = "4120000000000009001"
+PLANTED = "planted by make faults"  # the planted entry's description: naming it is naming the entry
 BAD_RUN_ID = "c0ffee00-0000-4000-8000-00000000bad1"
 ACME_WORKSPACE = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d"
 BIRCH_WORKSPACE = "2b3c4d5e-6f7a-4b2c-9d3e-4f5a6b7c8d9e"
@@ -155,7 +156,7 @@ def scenario_for(kind: BadKind, default: dict[str, Any]) -> dict[str, Any]:
                 "start": "2026-10-12T15:00:00Z",
                 "duration_minutes": 90,
                 "billable": True,
-                "description": "planted by make faults",
+                "description": PLANTED,
             }
         )
     if kind.run is not None:

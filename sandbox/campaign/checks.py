@@ -23,7 +23,7 @@ class Reference:
     """What a clean run of the scenario produced: the bar every faulty run is held to."""
 
     invoices: dict[str, str] = field(default_factory=dict)  # marker -> TotalAmt
-    delivered: dict[str, str] = field(default_factory=dict)  # invoice id -> doc number (send only)
+    delivered: list[str] = field(default_factory=list)  # doc numbers mailed (send only; ids may differ)
     archives: list[str] = field(default_factory=list)  # SharePoint paths written by the clean runs
     calls: list[str] = field(default_factory=list)  # "METHOD URL" of the clean run, in order
 
@@ -65,14 +65,14 @@ def customer_mails(state: dict[str, Any], bookkeeper: str) -> Counter[str]:
 def reference_from(state: dict[str, Any], bookkeeper: str, calls: list[str], send: bool) -> Reference:
     """The reference of a clean run: its invoices, (send) its deliveries and its archived files."""
     invoices = {marker: str(found[0]["TotalAmt"]) for marker, found in marked_invoices(state).items()}
-    delivered: dict[str, str] = {}
+    delivered: list[str] = []
     if send:
         mails = customer_mails(state, bookkeeper)
-        delivered = {
-            str(i["Id"]): _doc(i)
+        delivered = sorted(
+            _doc(i)
             for i in state["invoices"]
             if i.get("EmailStatus") == "EmailSent" and mails.get(str(i["Id"]))
-        }
+        )
     return Reference(invoices, delivered, sorted(f["path"] for f in state["files"]), calls)
 
 
@@ -122,11 +122,13 @@ def count_deliveries(
             outcome.problem(
                 "double_mails", f"invoice {_doc(by_id[invoice_id])} mailed {count} times", count - 1
             )
-    for invoice_id, doc in sorted(reference.delivered.items()):
-        invoice = by_id.get(invoice_id)
+    by_doc = {_doc(i): i for i in state["invoices"] if _live(i)}
+    for doc in reference.delivered:
+        invoice = by_doc.get(doc)
         if invoice is None:
-            outcome.problem("unrecovered", f"invoice {doc} (id {invoice_id}) is gone")
+            outcome.problem("unrecovered", f"invoice {doc} is gone")
             continue
+        invoice_id = str(invoice["Id"])
         review = any(row.get("status") == "needs_review" for row in _ledger_rows(state, invoice_id))
         sent = invoice.get("EmailStatus") == "EmailSent"
         if invoice.get("EmailStatus") == "NotSet" and HOLD.search(str(invoice.get("PrivateNote") or "")):

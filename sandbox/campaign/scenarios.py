@@ -234,7 +234,10 @@ def _judge_bad(spec: Spec, state: dict[str, Any], run: JobRun, outcome: Outcome)
     row = rows.get(kind.client or "", {})
     failed_named = row.get("outcome") == "failed" and bool(row.get("reason"))
     mails = " ".join(f"{m['subject']} {m['text']}" for m in state["mails"])
-    named = bool(kind.item_id) and kind.item_id in json.dumps(run.summary) + mails
+    said = json.dumps(run.summary, ensure_ascii=False) + mails
+    named = bool(kind.item_id) and (
+        kind.item_id in said or (kind.entry is not None and bad_input.PLANTED in said)
+    )
     found = checks.marked_invoices(state).get(touched or "", [])
     billed = bool(found) and str(found[0]["TotalAmt"]) != spec.reference.invoices.get(touched or "")
     fine = {"named": failed_named or named, "counted": failed_named or named or billed, "exact": True}[
