@@ -15,8 +15,8 @@ import requests
 from sandbox.campaign.counts import Outcome
 from sandbox.campaign.workspace import JobRun
 
-# The honest exit 2: the run says how to re-authorise (`make qbo-auth`; older wording: "reconnected").
-REAUTH_MESSAGE = re.compile(r"qbo-auth|needs to be reconnected", re.IGNORECASE)
+# The honest exit 2 (DESIGN §2, §7): the run names the way to re-authorise, `make qbo-auth`.
+REAUTH_MESSAGE = re.compile(r"make qbo-auth")
 
 
 def token_usable(sandbox: Any) -> bool:
