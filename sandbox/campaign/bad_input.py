@@ -1,7 +1,8 @@
 """The bad-input kinds: one malformed datum each, planted in the default scenario.
 
 Each kind touches one client (or none: an entry nobody can be billed for). The expectation:
-* ``named``: the client fails with a reason, or the bad item's id is named in the summary/mail;
+* ``failed``: the client fails with a reason naming the problem (a named error of its client);
+* ``named``: as ``failed``, or the bad item is named in the summary/mail (e.g. listed unattributable);
 * ``counted``: as ``named``, or the item is billed (the client's total moved): never dropped silently;
 * ``exact``: harmless oddity: the client is billed exactly as in the clean run.
 Every other client must be billed exactly as in the clean run.
@@ -28,7 +29,7 @@ BIRCH_WORKSPACE = "2b3c4d5e-6f7a-4b2c-9d3e-4f5a6b7c8d9e"
 class BadKind:
     name: str
     client: str | None  # the client it touches (None: no client may fail)
-    expect: str  # named | counted | exact
+    expect: str  # failed | named | counted | exact
     entry: dict[str, Any] | None = None  # served fields of a planted ClickUp entry of 10002
     run: dict[str, Any] | None = None  # stored fields of a planted Robocorp run of 10002
     registry: dict[str, Any] | None = None  # fields merged into the client's registry item
@@ -37,19 +38,19 @@ class BadKind:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _entry(name: str, expect: str = "named", client: str | None = "10002", **fields: Any) -> BadKind:
+def _entry(name: str, expect: str = "failed", client: str | None = "10002", **fields: Any) -> BadKind:
     return BadKind(f"clickup {name}", client, expect, entry=fields, item_id=BAD_ENTRY_ID)
 
 
-def _run(name: str, expect: str = "named", **fields: Any) -> BadKind:
+def _run(name: str, expect: str = "failed", **fields: Any) -> BadKind:
     return BadKind(f"robocorp {name}", "10002", expect, run=fields, item_id=BAD_RUN_ID)
 
 
-def _registry(name: str, client: str = "10002", expect: str = "named", **fields: Any) -> BadKind:
+def _registry(name: str, client: str = "10002", expect: str = "failed", **fields: Any) -> BadKind:
     return BadKind(f"registry {name}", client, expect, registry=fields)
 
 
-def _edit(name: str, client: str | None, edit: str, expect: str = "named") -> BadKind:
+def _edit(name: str, client: str | None, edit: str, expect: str = "failed") -> BadKind:
     return BadKind(name, client, expect, edit=edit)
 
 
@@ -66,7 +67,7 @@ KINDS: list[BadKind] = [
     _entry("start null", start=None),
     _entry("start garbled", start="yesterday"),
     _entry("end garbled", end="soon"),
-    _entry("end before start", "named", end="1"),
+    _entry("end before start (duration rules)", "counted", end="1"),
     _entry("user null", "counted", user=None),
     _entry("billable 'yes'", "counted", billable="yes"),
     _entry("id null", "counted", id=None),
@@ -81,7 +82,7 @@ KINDS: list[BadKind] = [
     _run("duration as a string", "counted", duration="600"),
     _run("ended_at before started_at", ended_at="2026-10-01T00:00:00.000Z", duration=None),
     _run("state garbled", "counted", state=17),
-    _run("process null", process=None),
+    _run("process null", "named", process=None),
     _run("id null", "counted", id=None),
     _run("over 12 hours", "counted", duration=50_000),
     _registry("workspace ids a string", robocorp_workspace_ids="not-a-list"),
@@ -113,6 +114,8 @@ def _inactive_customer(scenario: dict[str, Any]) -> None:
 
 
 def _twin_customer(scenario: dict[str, Any]) -> None:
+    """Two QBO customers start with 10002 and the registry names none: found by number, ambiguous."""
+    next(i for i in scenario["registry"] if i["client_id"] == "10002").pop("customer_name", None)
     acme = next(c for c in scenario["qbo"]["customers"] if c["DisplayName"].startswith("10002"))
     scenario["qbo"]["customers"].append({**acme, "Id": "959", "DisplayName": "10002 - Acme CPA (old)"})
 
@@ -177,6 +180,18 @@ def scenario_for(kind: BadKind, default: dict[str, Any]) -> dict[str, Any]:
     return scenario
 
 
+class _Served(dict):
+    """A planted entry as served; the stand-in still sorts its answer by the real ``start``
+    (``e["start"]``), while JSON encoding reads the planted items."""
+
+    def __init__(self, served: dict[str, Any], real_start: str):
+        super().__init__(served)
+        self._real_start = real_start
+
+    def __getitem__(self, key: str) -> Any:
+        return self._real_start if key == "start" else super().__getitem__(key)
+
+
 def plant(kind: BadKind, sandbox: Any) -> None:
     """Overwrite the served form of the planted entry or run (after the sandbox started)."""
     if kind.entry is not None:
@@ -185,7 +200,7 @@ def plant(kind: BadKind, sandbox: Any) -> None:
 
         def rendered(entry: dict[str, Any], names: bool) -> dict[str, Any]:
             out = render(entry, names)
-            return {**out, **overrides} if entry["id"] == BAD_ENTRY_ID else out
+            return _Served({**out, **overrides}, out["start"]) if entry["id"] == BAD_ENTRY_ID else out
 
         sandbox.clickup._render = rendered
     if kind.run is not None:

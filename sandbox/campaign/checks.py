@@ -23,6 +23,7 @@ class Reference:
     """What a clean run of the scenario produced: the bar every faulty run is held to."""
 
     invoices: dict[str, str] = field(default_factory=dict)  # marker -> TotalAmt
+    customers: dict[str, str] = field(default_factory=dict)  # marker -> CustomerRef value
     delivered: list[str] = field(default_factory=list)  # doc numbers mailed (send only; ids may differ)
     archives: list[str] = field(default_factory=list)  # SharePoint paths written by the clean runs
     calls: list[str] = field(default_factory=list)  # "METHOD URL" of the clean run, in order
@@ -40,6 +41,10 @@ def marked_invoices(state: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         if marker is not None and _live(invoice):
             found.setdefault(str(marker), []).append(invoice)
     return found
+
+
+def _customer(invoice: dict[str, Any]) -> str:
+    return str((invoice.get("CustomerRef") or {}).get("value", ""))
 
 
 def _doc(invoice: dict[str, Any]) -> str:
@@ -73,7 +78,11 @@ def reference_from(state: dict[str, Any], bookkeeper: str, calls: list[str], sen
             for i in state["invoices"]
             if i.get("EmailStatus") == "EmailSent" and mails.get(str(i["Id"]))
         )
-    return Reference(invoices, delivered, sorted(f["path"] for f in state["files"]), calls)
+    customers = {marker: _customer(found[0]) for marker, found in marked_invoices(state).items()}
+    archives = sorted(f["path"] for f in state["files"])
+    return Reference(
+        invoices=invoices, customers=customers, delivered=delivered, archives=archives, calls=calls
+    )
 
 
 def count_invoices(state: dict[str, Any], reference: Reference, outcome: Outcome, rerun: bool = True) -> None:
@@ -94,6 +103,11 @@ def count_invoices(state: dict[str, Any], reference: Reference, outcome: Outcome
                 outcome.problem("unrecovered", f"invoice {marker} missing after the re-run")
         elif all(Decimal(str(i["TotalAmt"])) != Decimal(total) for i in invoices):
             outcome.problem("lost", f"{marker} billed {invoices[0]['TotalAmt']} instead of {total}")
+        elif reference.customers.get(marker) not in (None, _customer(invoices[0])):
+            outcome.problem(
+                "lost",
+                f"{marker} billed to customer {_customer(invoices[0])}, not {reference.customers[marker]}",
+            )
 
 
 def _ledger_rows(state: dict[str, Any], invoice_id: str) -> list[dict[str, Any]]:

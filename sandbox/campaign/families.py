@@ -153,7 +153,9 @@ def build(prepared: Prepared) -> list[Spec]:
 
 
 def _merged(create: checks.Reference, send: checks.Reference) -> checks.Reference:
-    return checks.Reference(create.invoices, send.delivered, send.archives, [])
+    return checks.Reference(
+        invoices=create.invoices, customers=create.customers, delivered=send.delivered, archives=send.archives
+    )
 
 
 def select(specs: list[Spec], families: list[str] | None, sample: int | None) -> list[Spec]:

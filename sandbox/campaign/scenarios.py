@@ -224,8 +224,10 @@ def _judge_bad(spec: Spec, state: dict[str, Any], run: JobRun, outcome: Outcome)
     """Others billed exactly; the touched client failed or named, never dropped silently."""
     kind = bad_input.by_name(spec.bad)
     touched = f"invoice-processor:{kind.client}:2026-10" if kind.client else None
+    kept = {m for m in spec.reference.invoices if m != touched or kind.expect == "exact"}
     reference = checks.Reference(
-        {m: t for m, t in spec.reference.invoices.items() if m != touched or kind.expect == "exact"}
+        invoices={m: spec.reference.invoices[m] for m in kept},
+        customers={m: c for m, c in spec.reference.customers.items() if m in kept},
     )
     checks.count_invoices(state, reference, outcome, rerun=False)
     if kind.client is None and kind.expect != "named":
@@ -240,9 +242,12 @@ def _judge_bad(spec: Spec, state: dict[str, Any], run: JobRun, outcome: Outcome)
     )
     found = checks.marked_invoices(state).get(touched or "", [])
     billed = bool(found) and str(found[0]["TotalAmt"]) != spec.reference.invoices.get(touched or "")
-    fine = {"named": failed_named or named, "counted": failed_named or named or billed, "exact": True}[
-        kind.expect
-    ]
+    fine = {
+        "failed": failed_named,
+        "named": failed_named or named,
+        "counted": failed_named or named or billed,
+        "exact": True,
+    }[kind.expect]
     if not fine:
         what = f"client {kind.client}" if kind.client else "the entry"
         outcome.problem(
