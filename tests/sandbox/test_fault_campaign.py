@@ -109,6 +109,18 @@ def test_a_missing_invoice_counts_lost_and_unrecovered(seeded: Seeded, space: Wo
     assert (outcome.counts.lost, outcome.counts.unrecovered, outcome.counts.duplicates) == (1, 1, 0)
 
 
+def test_an_invoice_billed_to_another_customer_counts_lost(seeded: Seeded, space: Workspace) -> None:
+    with space.sandbox.qbo.store.edit("qbo/invoices") as invoices:
+        for invoice in invoices:
+            if "invoice-processor:10003:2026-10" in str(invoice.get("PrivateNote")):
+                invoice["CustomerRef"] = {"value": "59", "name": "10002 - Acme CPA"}
+
+    outcome = _count(space, seeded.create, send=False)
+
+    assert (outcome.counts.lost, outcome.counts.unrecovered) == (1, 0)
+    assert "billed to customer 59" in outcome.problems[0]
+
+
 def test_an_unsent_invoice_and_a_missing_archive_count_unrecovered(seeded: Seeded, space: Workspace) -> None:
     with space.sandbox.qbo.store.edit("qbo/invoices") as invoices:
         for invoice in invoices:
