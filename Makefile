@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # ALLOW_DIRTY=1: build/push/plan/deploy from a work tree with uncommitted changes (throwaway builds).
 DEPLOY_FLAGS := $(if $(filter 1 true yes,$(ALLOW_DIRTY)),--allow-dirty,)
 
-.PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench \
+.PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench faults \
         image-test build push plan deploy adopt smoke clean doctor qbo-auth
 
 help: ## List the targets
@@ -64,6 +64,9 @@ sandbox-show: $(STAMP) ## Print the sandbox state: invoices, mails, SharePoint f
 
 bench: $(STAMP) ## Benchmark both jobs against the sandbox at scale (CLIENTS=200)
 	$(PY) -m sandbox.bench --clients $(or $(CLIENTS),200)
+
+faults: $(STAMP) ## Fault campaign: every crash point, SIGTERM, concurrency, storms, bad input, secret scan (FAULTS_JSON=file)
+	$(PY) -m sandbox.campaign
 
 image-test: $(STAMP) ## Build the image without a Docker engine (buildah) and run both jobs in it against the sandbox
 	bash scripts/image-test.sh
