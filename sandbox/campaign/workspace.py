@@ -58,11 +58,15 @@ class JobRun:
         return lines[-1].strip() if lines else ""
 
 
+# Short leases for every job run: a re-run right after a crash takes the dead run's claims (and
+# the QBO refresh lock) over within seconds instead of a minute; the rule is the same, only faster.
+FAST_LEASES = {"CLAIM_TTL_SECONDS": "4", "TOKEN_LOCK_TTL_SECONDS": "4", "STOP_GRACE_SECONDS": "3"}
+
+
 def job_env_overrides() -> dict[str, str]:
-    """``FAULTS_JOB_ENV="NAME=value NAME2=value"``: settings every job run gets (e.g. a short
-    heartbeat TTL, so a re-run takes a dead run's claims over without a minute's wait)."""
+    """``FAST_LEASES``, then ``FAULTS_JOB_ENV="NAME=value NAME2=value"``: settings every job run gets."""
     pairs = (item.partition("=") for item in os.environ.get("FAULTS_JOB_ENV", "").split())
-    return {name: value for name, _, value in pairs if name}
+    return {**FAST_LEASES, **{name: value for name, _, value in pairs if name}}
 
 
 class Workspace:
