@@ -479,12 +479,20 @@ class CreateRun:
             stopped=self.services.stop.reason if self.services.stop.requested else "",
         )
         failed = any(r.outcome is Outcome.FAILED for r in results)
+        # A repeat run of the 4th-10th that created, held and failed nothing mails nobody (DESIGN §1).
+        news = (
+            failed
+            or self.services.stop.requested
+            or any(r.outcome is Outcome.CREATED or r.warnings for r in results)
+        )
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
-        else:
+        elif news:
             csv = Attachment(f"invoices-{self.period.label}.csv", "text/csv", report.csv.encode("utf-8-sig"))
             mailed = self.services.mail_bookkeeper(report.subject, report.html, report.text, [csv])
             failed = failed or not mailed
+        else:
+            logger.info("nothing new for {period}: no mail", period=self.period.label)
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
             summary={

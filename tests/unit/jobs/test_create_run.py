@@ -52,6 +52,7 @@ def test_a_second_run_finds_the_marker_and_creates_nothing(services: FakeService
 
     assert len(services.qbo.invoices) == 2
     assert again["10002"]["outcome"] == Outcome.SKIPPED and again["10002"]["reason"] == "already invoiced"
+    assert len(services.bookkeeper_mails) == 1  # the repeat run created nothing: it mails nobody
 
 
 def test_an_invoice_with_our_marker_but_no_ledger_row_is_recorded_not_recreated(
