@@ -152,6 +152,15 @@ def count_deliveries(
                 mail_attempts -= 1
             outcome.counts.person += 1
             outcome.notes.append(f"{outcome.name}: invoice {doc} needs a person (a mail call was made)")
+        elif review and any(
+            (row.get("attributes") or {}).get("stage") == "mailing" for row in _ledger_rows(state, invoice_id)
+        ):
+            # the run died between noting "about to mail" and the mail call: from the ledger no run
+            # can tell whether the call was made, so a person checks (DESIGN §2), never a resend
+            outcome.counts.person += 1
+            outcome.notes.append(
+                f"{outcome.name}: invoice {doc} needs a person (died right before the mail call)"
+            )
         elif review:
             outcome.problem("unrecovered", f"invoice {doc} marked needs_review though no mail call was made")
         elif not mails.get(invoice_id):
@@ -166,7 +175,14 @@ def count_deliveries(
 def count_archives(state: dict[str, Any], reference: Reference, outcome: Outcome) -> None:
     """Every file the clean run archived (usage CSVs, invoice PDFs) exists after the re-run."""
     present = {f["path"] for f in state["files"]}
+    in_review = {  # a delivery a person must decide on is archived once it is decided
+        str((row.get("attributes") or {}).get("doc_number") or "")
+        for row in state["ledger"]
+        if row.get("status") == "needs_review"
+    }
     for path in reference.archives:
+        if path.rsplit("/", 1)[-1] in {f"Invoice-{doc}.pdf" for doc in in_review if doc}:
+            continue
         if path not in present:
             outcome.problem("unrecovered", f"not archived after the re-run: {path.rsplit('/', 2)[-2:]}")
 

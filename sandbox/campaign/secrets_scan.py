@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from integrations.aws import IDENTIFIER_FIELDS
 from sandbox import scenario as scenarios
 from sandbox.store import read_json
 
-IDENTIFIERS = frozenset({"client_id", "realm_id", "tenant_id", "team_id", "environment"})
+# What the product itself does not treat as secret (account identifiers, expiry dates; the OAuth
+# app's client id appears in every authorize URL): the same list the log mask uses, plus client_id.
+IDENTIFIERS = IDENTIFIER_FIELDS | {"client_id"}
 MIN_LENGTH = 8  # shorter values would match by accident
 
 
