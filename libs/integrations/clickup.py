@@ -204,7 +204,7 @@ def build_clickup(settings: Any, secret: Mapping[str, Any]) -> ClickUpClient:
     values = _required_fields(secret, ("api_token", "team_id"), settings.clickup_secret_name)
     session = http.build_session(
         SERVICE,
-        timeout=settings.http_timeout_seconds,
+        timeout=settings.timeout_for(SERVICE),
         max_retries=settings.http_max_retries,
         max_retry_after=settings.http_max_retry_after_seconds,
         per_minute=100,  # ClickUp's limit per token

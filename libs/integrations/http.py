@@ -13,12 +13,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from integrations import errors
@@ -28,11 +30,25 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 USER_AGENT = "qbo-invoice-processor/1.0"
 
 
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How to wait out a 429 that carries no ``Retry-After`` (QBO documents none: "wait 60 seconds
+    before retrying" [LIMITS]): every request of the session waits ``window_seconds``, and one call
+    gives up once its waits would pass ``max_wait_seconds``. Such waits do not use up the retry
+    count: only time bounds them."""
+
+    window_seconds: float = 60.0
+    max_wait_seconds: float = 300.0
+
+
 class ServiceRetry(Retry):
-    """urllib3 Retry that also retries a refused (429) non-idempotent call and caps Retry-After."""
+    """urllib3 Retry that also retries a refused (429) non-idempotent call, caps Retry-After, reads
+    ClickUp's ``X-RateLimit-Reset`` (epoch seconds) and waits out a bare QBO 429 (``throttle``)."""
 
     max_retry_after: float = 120.0
     limiter: RateLimiter | None = None  # a retry is one more request against the service's limit
+    throttle: ThrottlePolicy | None = None
+    throttle_waited: float = 0.0  # this call's waits for bare 429s so far
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         if status_code == 429 and self.total and self.status != 0:
@@ -42,11 +58,49 @@ class ServiceRetry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
         if seconds is None:
+            seconds = _reset_in(response)
+        if seconds is None:
             return None
         return min(seconds, self.max_retry_after)
 
+    def _bare_throttle(self, response: Any) -> bool:
+        return (
+            self.throttle is not None
+            and response is not None
+            and response.status == 429
+            and self.get_retry_after(response) is None
+        )
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201 - urllib3's signature
+        if not self._bare_throttle(response):
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        assert self.throttle is not None
+        waited = self.throttle_waited + self.throttle.window_seconds
+        if waited > self.throttle.max_wait_seconds:
+            raise MaxRetryError(
+                _pool, url, ResponseError(f"still throttled (429) after {self.throttle_waited:.0f} s")
+            )
+        # Counted against time, not against the retry count: give back what urllib3 takes.
+        spare = self.new(
+            total=self.total + 1 if isinstance(self.total, int) else self.total,
+            status=self.status + 1 if isinstance(self.status, int) else self.status,
+        )
+        new = Retry.increment(spare, method, url, response, error, _pool, _stacktrace)
+        new.throttle_waited = waited
+        return new
+
     def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
+        if self._bare_throttle(response):
+            assert self.throttle is not None
+            if self.limiter is not None:
+                self.limiter.hold(self.throttle.window_seconds)  # every thread of the session waits
+            else:
+                time.sleep(self.throttle.window_seconds)
+        else:
+            waited = self.get_retry_after(response) if response is not None else None
+            super().sleep(response)
+            if waited and response.status == 429 and self.limiter is not None:
+                self.limiter.count_wait(waited)
         if self.limiter is not None:
             self.limiter.acquire()
 
@@ -54,7 +108,23 @@ class ServiceRetry(Retry):
         new = super().new(**kw)
         new.max_retry_after = self.max_retry_after
         new.limiter = self.limiter
+        new.throttle = self.throttle
+        new.throttle_waited = self.throttle_waited
         return new
+
+
+def _reset_in(response: Any) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` (ClickUp: a Unix time in seconds), or None."""
+    if response is None or response.status != 429:
+        return None
+    raw = (response.headers.get("X-RateLimit-Reset") or "").strip()
+    try:
+        reset = float(raw)
+    except ValueError:
+        return None
+    if reset > 1e11:  # milliseconds, defensively: ClickUp documents seconds
+        reset /= 1000.0
+    return max(reset - time.time(), 0.0) + 0.5  # half a second for clock skew
 
 
 class RateLimiter:
@@ -83,23 +153,53 @@ class RateLimiter:
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
+        self._hold_until = 0.0
+        self.throttled = 0  # 429s this session waited out
+        self.waited_seconds = 0.0  # wall time the session was held back by them
+
+    def hold(self, seconds: float) -> None:
+        """The service refused a call (429): no request of this session leaves for ``seconds``."""
+        with self._lock:
+            now = self._clock()
+            until = now + seconds
+            self.throttled += 1
+            self.waited_seconds += max(0.0, until - max(self._hold_until, now))
+            self._hold_until = max(self._hold_until, until)
+
+    def count_wait(self, seconds: float) -> None:
+        """A 429 whose Retry-After (or reset time) the retry slept out."""
+        with self._lock:
+            self.throttled += 1
+            self.waited_seconds += seconds
+
+    def report(self) -> dict[str, float]:
+        with self._lock:
+            return {"throttled": self.throttled, "waited_seconds": round(self.waited_seconds, 1)}
 
     def acquire(self) -> None:
         while True:
             with self._lock:
                 now = self._clock()
-                horizon = max((span for _, span in self.windows), default=0.0)
-                while self._stamps and now - self._stamps[0] >= horizon:
-                    self._stamps.popleft()
-                wait = 0.0
-                for limit, span in self.windows:
-                    recent = [t for t in self._stamps if now - t < span]
-                    if len(recent) >= limit:
-                        wait = max(wait, span - (now - recent[-limit]))
+                if now < self._hold_until:
+                    wait = self._hold_until - now
+                else:
+                    wait = self._slot(now)
                 if wait <= 0:
                     self._stamps.append(now)
                     return
             self._sleep(wait)
+
+    def _slot(self, now: float) -> float:
+        """Seconds until a request may leave under the windows (0: now). Caller holds the lock."""
+        horizon = max((span for _, span in self.windows), default=0.0)
+        while self._stamps and now - self._stamps[0] >= horizon:
+            self._stamps.popleft()
+        wait = 0.0
+        for limit, span in self.windows:
+            recent = [t for t in self._stamps if now - t < span]
+            if len(recent) >= limit:
+                wait = max(wait, span - (now - recent[-limit]))
+        return wait
 
 
 class ServiceSession(requests.Session):
@@ -112,6 +212,9 @@ class ServiceSession(requests.Session):
         self.service = service
         self.timeout = timeout
         self.limiter = limiter
+        # The same service and limits, but a POST is never replayed on 5xx/timeouts (only on 429,
+        # which refused it): for writes the service does not de-duplicate, such as QBO's /send.
+        self.no_post_replay: ServiceSession = self
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
@@ -132,32 +235,42 @@ def build_session(
     max_retry_after: float = 120.0,
     per_second: int | None = None,
     per_minute: int | None = None,
+    throttle: ThrottlePolicy | None = None,
 ) -> ServiceSession:
-    """Build the session a client uses for one service."""
-    methods = IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set())
-    retry = ServiceRetry(
-        total=max_retries,
-        connect=max_retries,
-        read=max_retries,
-        status=max_retries,
-        other=0,
-        allowed_methods=methods,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        backoff_max=backoff_max,
-        backoff_jitter=backoff_factor,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        raise_on_redirect=False,
-    )
-    retry.max_retry_after = max_retry_after
-    limiter = RateLimiter(per_second, per_minute) if (per_second or per_minute) else None
-    retry.limiter = limiter
-    session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
+    """Build the session a client uses for one service.
+
+    ``throttle``: wait out a 429 without ``Retry-After`` as the policy says (QBO) instead of
+    urllib3's short backoff. Every session counts the 429s it waited out (``session.limiter``)."""
+    limiter = RateLimiter(per_second, per_minute)  # without limits it only holds and counts 429 waits
+
+    def mounted(methods: frozenset[str]) -> ServiceSession:
+        retry = ServiceRetry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            other=0,
+            allowed_methods=methods,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            backoff_jitter=backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.max_retry_after = max_retry_after
+        retry.throttle = throttle
+        retry.limiter = limiter
+        session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        return session
+
+    session = mounted(IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set()))
+    session.no_post_replay = mounted(IDEMPOTENT_METHODS) if replay_safe_posts else session
     return session
 
 

@@ -515,7 +515,7 @@ def build_graph(settings: Any, secret: Mapping[str, Any]) -> GraphClient:
         )
     session = http.build_session(
         SERVICE,
-        timeout=settings.http_timeout_seconds,
+        timeout=settings.timeout_for(SERVICE),
         max_retries=settings.http_max_retries,
         max_retry_after=settings.http_max_retry_after_seconds,
     )

@@ -548,10 +548,22 @@ def _path_id(value: str) -> str:
     return quote(text, safe="")
 
 
-def request_id_for(key: str, purpose: str) -> str:
-    """The requestid of one logical write, derived from its ledger key and purpose: every retry and
-    every re-run after a crash sends the same id, so QBO answers with the original result."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}"))
+def request_id_for(key: str, purpose: str, attempt: int = 0) -> str:
+    """The requestid of one logical write, derived from its ledger key, purpose and attempt: every
+    retry and every re-run after a crash sends the same id, so QBO answers with the original result.
+
+    QBO replays errors too: once a requestid got a definite failure (a fault that created nothing),
+    the next attempt must use a new one, so the caller counts attempts in the ledger row."""
+    suffix = f"#{attempt}" if attempt else ""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}{suffix}"))
+
+
+def is_definite_failure(error: errors.ServiceError) -> bool:
+    """QBO answered and did nothing: a business or validation fault (610, 6000, 6070, ...). Retrying
+    it needs a new requestid. 401, 429, 5xx, timeouts and garbled replies are unknown outcomes."""
+    if isinstance(error, errors.DuplicateRequest | errors.StaleObject):
+        return False
+    return isinstance(error, errors.ValidationFault | errors.NotFound) and (error.status or 0) < 500
 
 
 def retry_request_id(request_id: str) -> str:
@@ -560,6 +572,22 @@ def retry_request_id(request_id: str) -> str:
     if len(derived) <= MAX_REQUEST_ID:
         return derived
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-requestid:{derived}"))
+
+
+def delivered_since(invoice: Mapping[str, Any], since: datetime) -> bool:
+    """Whether QBO shows the invoice mailed: EmailSent, or a DeliveryInfo time not before ``since``
+    (less two minutes for clock skew between us and Intuit)."""
+    if str(invoice.get("EmailStatus") or "") == "EmailSent":
+        return True
+    delivery = invoice.get("DeliveryInfo") or {}
+    raw = str(delivery.get("DeliveryTime") or "").strip() if isinstance(delivery, Mapping) else ""
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        return False
+    return when >= since - timedelta(minutes=2)
 
 
 class _Body(dict):
@@ -587,10 +615,17 @@ class QboClient:
         minorversion: int = MINOR_VERSION,
     ):
         self._session = session
+        # /send is not known to be de-duplicated by requestid: it is never replayed blindly.
+        self._send_session: requests.Session = getattr(session, "no_post_replay", session)
         self._tokens = tokens
         self.realm_id = str(realm_id)
         self.base_url = base_url.rstrip("/")
         self.minorversion = minorversion
+
+    def throttling(self) -> dict[str, float]:
+        """The 429s this client waited out and how long (for the run summary)."""
+        limiter = getattr(self._session, "limiter", None)
+        return limiter.report() if limiter is not None else {"throttled": 0, "waited_seconds": 0.0}
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -609,6 +644,7 @@ class QboClient:
         accept: str = "application/json",
         headers: Mapping[str, str] | None = None,
         read: Callable[[requests.Response, str], Any] | None = None,
+        session: requests.Session | None = None,
         **kwargs: Any,
     ) -> Any:
         """One API call: one refresh and one retry on a 401; errors typed by QBO's fault code."""
@@ -618,7 +654,7 @@ class QboClient:
             token = self._tokens.access_token()
             try:
                 response = http.call(
-                    self._session,
+                    session or self._session,
                     SERVICE,
                     operation,
                     method,
@@ -714,7 +750,9 @@ class QboClient:
         """All rows of ``SELECT * FROM entity [WHERE ..] [ORDERBY ..]``, fetched page by page.
 
         ``where`` is inserted as written: quote values with ``escape()``. Pages (1-based
-        STARTPOSITION) are read until one comes back shorter than ``page_size``."""
+        STARTPOSITION) are read until one comes back shorter than ``page_size``. Intuit documents no
+        default order, so pages are always read in an explicit one (``Id`` unless told otherwise):
+        without it a row could show up on two pages, or on none."""
         if not _ENTITY.fullmatch(entity or ""):
             raise ValueError(f"not a QBO entity name: {entity!r}")
         if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -722,8 +760,7 @@ class QboClient:
         statement = f"SELECT * FROM {entity}"  # noqa: S608 - QBO query language; values go through escape()
         if where:
             statement += f" WHERE {where}"
-        if order_by:
-            statement += f" ORDERBY {order_by}"
+        statement += f" ORDERBY {order_by or 'Id'}"
         return self._pages(entity, statement, page_size)  # arguments checked now, pages read lazily
 
     def _pages(self, entity: str, statement: str, page_size: int) -> Iterator[dict]:
@@ -856,22 +893,45 @@ class QboClient:
                 logger.info("QBO invoice {id} changed meanwhile (5010); re-reading it once", id=invoice_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send_invoice(self, invoice_id: str, request_id: str, send_to: str | None = None) -> dict:
-        """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail."""
+    def send_invoice(
+        self, invoice_id: str, request_id: str, send_to: str | None = None, attempts: int = 3
+    ) -> dict:
+        """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail.
+
+        Whether QBO de-duplicates ``/send`` by requestid is not documented, so a send is never
+        replayed blindly: after an unknown outcome (5xx, timeout, dropped connection) the invoice is
+        read first, and sent again only if it shows no delivery (``EmailStatus``/``DeliveryInfo``)."""
         _check_request_id(request_id)
         params = {"requestid": request_id}
         if send_to:
             params["sendTo"] = send_to
         operation = f"send invoice {invoice_id}"
-        reply = self._call(
-            "POST",
-            f"invoice/{_path_id(invoice_id)}/send",
-            operation,
-            params=params,
-            headers={"Content-Type": "application/octet-stream"},
-            data=b"",
-        )
-        return self._entity(reply, "Invoice", operation)
+        for attempt in range(1, attempts + 1):
+            started = _utcnow()
+            try:
+                reply = self._call(
+                    "POST",
+                    f"invoice/{_path_id(invoice_id)}/send",
+                    operation,
+                    params=params,
+                    headers={"Content-Type": "application/octet-stream"},
+                    data=b"",
+                    session=self._send_session,
+                )
+                return self._entity(reply, "Invoice", operation)
+            except (errors.TransportError, errors.ServerError) as exc:
+                current = self.get_invoice(invoice_id)
+                if delivered_since(current, started):
+                    logger.info(
+                        "QBO sent invoice {id} despite the error ({error})", id=invoice_id, error=str(exc)
+                    )
+                    return current
+                if attempt == attempts:
+                    raise
+                logger.info(
+                    "QBO did not send invoice {id} ({error}); sending again", id=invoice_id, error=str(exc)
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def batch(self, items: list[dict], request_id: str) -> list[dict]:
         """Run up to 30 operations in one call; returns BatchItemResponse as is.
@@ -916,7 +976,7 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
     token_session = http.build_session(
         "qbo-oauth",
         replay_safe_posts=False,
-        timeout=min(settings.http_timeout_seconds, 30.0),
+        timeout=min(settings.timeout_for("qbo-oauth"), 30.0),
         max_retries=min(settings.http_max_retries, 2),
         max_retry_after=min(settings.http_max_retry_after_seconds, 10.0),
     )
@@ -935,10 +995,13 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
     api_session = http.build_session(
         SERVICE,
         replay_safe_posts=True,
-        timeout=settings.http_timeout_seconds,
+        timeout=settings.timeout_for(SERVICE),
         max_retries=settings.http_max_retries,
         max_retry_after=settings.http_max_retry_after_seconds,
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
+        throttle=http.ThrottlePolicy(
+            settings.qbo_throttle_window_seconds, settings.qbo_throttle_max_wait_seconds
+        ),
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)
