@@ -358,6 +358,9 @@ class GraphStandIn:
             session = self._new_session(
                 {
                     "kind": "mail",
+                    # Outlook's own examples spell it NextExpectedRanges, other tenants answer
+                    # nextExpectedRanges: upload sessions take turns, so a client must read both.
+                    "ranges_key": MAIL_RANGES_KEYS[len(self.store.get("graph/uploads", {})) % 2],
                     "draft_id": draft_id,
                     "name": item["name"],
                     "content_type": item.get("contentType") or "application/octet-stream",
@@ -761,10 +764,10 @@ class GraphStandIn:
             with self.store.edit("graph/uploads", {}) as uploads:
                 uploads[session_id] = session
             if not last:
+                # Drive: 202 per fragment. Outlook: 200 per fragment, 201 (with Location) only at the end.
                 status = 202 if session["kind"] == "drive" else 200
-                return _json(
-                    status, {"expirationDateTime": session["expires"], "nextExpectedRanges": [f"{end + 1}-"]}
-                )
+                key = session.get("ranges_key", "nextExpectedRanges")
+                return _json(status, {"expirationDateTime": session["expires"], key: [f"{end + 1}-"]})
             content = part.read_bytes()
             if session["kind"] == "mail":
                 attachment_id = self._add_draft_attachment(
@@ -788,6 +791,9 @@ class GraphStandIn:
             write_atomic(target, content)
             self._end_session(session_id)
             return _json(200 if replaced else 201, self._drive_item(site, final_path, target))
+
+
+MAIL_RANGES_KEYS = ("NextExpectedRanges", "nextExpectedRanges")
 
 
 def graph_headers(service: str) -> dict[str, str]:

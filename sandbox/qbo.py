@@ -168,7 +168,13 @@ class QboStandIn:
         company_info.setdefault("Id", "1")
         preferences = {
             "SalesFormsPrefs": {
-                "CustomTxnNumbers": bool(config.get("preferences", {}).get("CustomTxnNumbers", False))
+                "CustomTxnNumbers": bool(config.get("preferences", {}).get("CustomTxnNumbers", False)),
+                # the company's default terms (SalesFormsPrefs.DefaultTerms, a Term reference)
+                **(
+                    {"DefaultTerms": config["preferences"]["DefaultTerms"]}
+                    if config.get("preferences", {}).get("DefaultTerms")
+                    else {}
+                ),
             },
             "CurrencyPrefs": {"HomeCurrency": {"value": "USD"}, "MultiCurrencyEnabled": False},
         }

@@ -33,12 +33,13 @@ from create_invoices.billing import (
 )
 from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
+from create_invoices.terms import due_fields
 from integrations import errors
 from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
 from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment, ClientRecord, ProcessRun
-from integrations.qbo import request_id_for
+from integrations.qbo import is_definite_failure, request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 
@@ -107,6 +108,7 @@ class CreateRun:
         except PricingError as exc:
             raise StartupError(f"QBO items: {exc}") from None
         custom_numbers = qbo.custom_txn_numbers()
+        self.terms, self.default_term_id = qbo.terms(), qbo.default_term_id()  # once per run
         existing = self._existing_invoices()
 
         attribution, clickup_error = self._time_entries(clients)
@@ -233,7 +235,8 @@ class CreateRun:
                 if self.options.dry_run:
                     result.outcome, result.reason = "would_create", "dry run"
                     return result
-                return self._create(client, draft, result)
+                due = due_fields(self.txn_date, customer, self.default_term_id, self.terms)
+                return self._create(client, draft, result, due)
             except (CustomerProblem, PricingError, ValueError) as exc:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
                 return ClientResult(client.client_id, name, "failed", str(exc))
@@ -264,7 +267,9 @@ class CreateRun:
                 {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")},
             )
 
-    def _create(self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult) -> ClientResult:
+    def _create(
+        self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult, due: dict
+    ) -> ClientResult:
         ledger, qbo = self.services.ledger, self.services.qbo
         key = self._ledger_key(client)
         acquired, entry = ledger.claim(
@@ -283,8 +288,11 @@ class CreateRun:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
-        request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
-        body = draft_to_qbo(draft)
+        # A definite failure (a fault that created nothing) moved on to a new attempt, hence a new
+        # requestid: QBO would replay the old error. An unknown outcome keeps the attempt and id.
+        attempt = int((entry.attributes.get("create_attempt") if entry else 0) or 0)
+        request_id = request_id_for(key, "create", attempt)
+        body = {**draft_to_qbo(draft), **due}
         if not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
             result.warnings.append("customer has no email address: invoice not queued for sending")
@@ -295,10 +303,10 @@ class CreateRun:
             if invoice is None:
                 ledger.record(key, self.run_id, "failed", {"reason": "QBO reported a duplicate request id"})
                 raise
-        except errors.ValidationFault as exc:
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
-            raise
         except errors.ServiceError as exc:
+            if is_definite_failure(exc):
+                ledger.record(key, self.run_id, "failed", {"reason": str(exc), "create_attempt": attempt + 1})
+                raise
             # Outcome unknown (timeout, 5xx after retries): the next run looks for the marker and
             # re-sends the same requestid, which QBO answers with the original invoice.
             ledger.record(key, self.run_id, "failed", {"reason": str(exc), "outcome": "unknown"})
@@ -362,6 +370,6 @@ class CreateRun:
             failed = failed or not mailed
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
-            summary=report.as_dict(),
+            summary={**report.as_dict(), "throttling": self.services.throttling()},
             table=report.table,
         )

@@ -23,7 +23,7 @@ from integrations.aws import CLAIM_LEASE_SECONDS
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.config import BUSINESS_TIME_ZONE, Settings
 from integrations.models import Attachment
-from integrations.qbo import request_id_for
+from integrations.qbo import is_definite_failure, request_id_for
 from integrations.report import safe_path_segment
 from integrations.services import Services, connect
 from send_invoices import summary
@@ -69,7 +69,8 @@ class SendRun:
             failed = not self.services.mail_bookkeeper(report.subject, report.html, report.text) or failed
         else:
             logger.info("nothing to send")
-        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, report.as_dict(), report.table)
+        summary_data = {**report.as_dict(), "throttling": self.services.throttling()}
+        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, summary_data, report.table)
 
     def _waiting(self) -> list[dict]:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query
@@ -150,8 +151,9 @@ class SendRun:
             except errors.ServiceError as exc:  # nothing was sent: the next run tries again
                 ledger.record(key, self.run_id, "failed", {"reason": f"PDF not available: {exc}"})
                 raise
+        attempt = int((entry.attributes.get("send_attempt") if entry else 0) or 0)
         try:
-            self._send(invoice, key, result, pdf)
+            self._send(invoice, key, result, pdf, attempt)
         except (errors.TransportError, errors.ServerError) as exc:
             if self.settings.invoice_delivery == "graph":
                 # The mail service may have accepted it before the connection broke: do not resend.
@@ -164,7 +166,9 @@ class SendRun:
             ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
             raise
         except errors.ServiceError as exc:
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
+            # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
+            moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
+            ledger.record(key, self.run_id, "failed", {"reason": str(exc), **moved_on})
             raise
         ledger.record(key, self.run_id, "sent", {"to": result.to})
         result.outcome = "sent"
@@ -202,9 +206,9 @@ class SendRun:
         result.outcome, result.reason = "needs_review", reason
         return False
 
-    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None) -> None:
+    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None, attempt: int) -> None:
         if pdf is None:
-            self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send"))
+            self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send", attempt))
             return
         cc = [a for a in [(invoice.get("BillEmailCc") or {}).get("Address")] if a]
         bcc = [a for a in [(invoice.get("BillEmailBcc") or {}).get("Address")] if a]

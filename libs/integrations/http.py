@@ -274,6 +274,12 @@ def build_session(
     return session
 
 
+def throttling(session: requests.Session) -> dict[str, float]:
+    """The 429s a session waited out and for how long (zeros for a session not built here)."""
+    limiter = getattr(session, "limiter", None)
+    return limiter.report() if limiter is not None else {"throttled": 0, "waited_seconds": 0.0}
+
+
 ErrorParser = Callable[[requests.Response], tuple[str, str | None]]
 
 

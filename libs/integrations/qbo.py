@@ -624,8 +624,7 @@ class QboClient:
 
     def throttling(self) -> dict[str, float]:
         """The 429s this client waited out and how long (for the run summary)."""
-        limiter = getattr(self._session, "limiter", None)
-        return limiter.report() if limiter is not None else {"throttled": 0, "waited_seconds": 0.0}
+        return http.throttling(self._session)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -840,6 +839,18 @@ class QboClient:
         if isinstance(value, str):
             return value.strip().lower() == "true"
         return value is True
+
+    def terms(self) -> dict[str, dict]:
+        """Payment terms by Id, inactive ones too (a customer may still point at one)."""
+        return {str(t.get("Id")): t for t in self.query("Term", "Active IN (true, false)")}
+
+    def default_term_id(self) -> str:
+        """The company's default terms (Preferences.SalesFormsPrefs.DefaultTerms), or ""."""
+        preferences = self._entity(
+            self._call("GET", "preferences", "read preferences"), "Preferences", "read preferences"
+        )
+        ref = _ci(_ci(preferences, "SalesFormsPrefs"), "DefaultTerms")
+        return str(_ci(ref, "value") or "").strip() if isinstance(ref, dict) else ""
 
     def invoice_pdf(self, invoice_id: str) -> bytes:
         return self._call(
