@@ -52,6 +52,13 @@ def _location(entry: TimeEntry) -> str:
     return " / ".join(n for n in (entry.space_name, entry.folder_name, entry.list_name) if n) or "-"
 
 
+# Robocorp may turn an "unresolved" run into "completed" later, with another end time (issue 11.14).
+ENDED_RUNS_NOTE = (
+    "Ended runs (completed, failed or unresolved) are billed as Robocorp reported them when this job "
+    "ran; a run Robocorp resolves later with another end time is not billed again."
+)
+
+
 def build(
     period: Period,
     results: Sequence[ClientResult],
@@ -150,7 +157,7 @@ def build(
                 )
                 for run in unfinished
             ],
-            note="Still running when the job ran: not billed." if unfinished else "",
+            note=("Still running when the job ran: not billed. " if unfinished else "") + ENDED_RUNS_NOTE,
         )
     )
     counts = {
