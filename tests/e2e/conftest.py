@@ -45,7 +45,14 @@ class Harness:
         self._runs = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**self.sandbox.env, "LOG_FORMAT": "json", "HTTP_MAX_RETRY_AFTER_SECONDS": "2", **extra}
+        # QBO's throttle window scaled to 2 s (60 s in production): a stray 429 must not stall a test.
+        return {
+            **self.sandbox.env,
+            "LOG_FORMAT": "json",
+            "HTTP_MAX_RETRY_AFTER_SECONDS": "2",
+            "QBO_THROTTLE_WINDOW_SECONDS": "2",
+            **extra,
+        }
 
     def run(self, *args: str, **extra_env: str) -> JobRun:
         """Run the entrypoint in this process, exactly as the container would, and collect its output."""
