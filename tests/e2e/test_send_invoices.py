@@ -211,9 +211,7 @@ def test_a_qbo_throttle_burst_without_retry_after_is_survived_by_both_jobs(harne
     assert created.summary["throttling"]["qbo"]["throttled"] >= 1
     assert sent.summary["throttling"]["qbo"]["waited_seconds"] >= 1
     markers = [
-        i["PrivateNote"]
-        for i in harness.state()["invoices"]
-        if "invoice-processor:" in i.get("PrivateNote", "")
+        i["PrivateNote"] for i in harness.state()["invoices"] if ":2026-10" in i.get("PrivateNote", "")
     ]
     assert len(markers) == len(set(markers)) == 6  # one invoice per billed client, none twice
     subjects = sorted(m["subject"].split()[1] for m in _customer_mails(harness))
