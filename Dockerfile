@@ -1,7 +1,8 @@
 # One image for both jobs of the QBO invoice processor (ECS Fargate, scheduled by EventBridge Scheduler).
 #
 #   docker build -t qbo-invoice-processor:dev .
-#   docker run --rm --read-only --tmpfs /tmp -e ... qbo-invoice-processor:dev --create-invoices --dry-run
+#   docker run --rm --read-only -e ... qbo-invoice-processor:dev --create-invoices --dry-run
+#   (/tmp is a declared VOLUME: Docker and ECS give it a writable volume filled from the image, mode 1777)
 #
 # BASE_IMAGE: any Debian-like image with python3 >= 3.11 and the venv module. `make image-test` builds
 # FROM a base made here from Debian packages (no registry reachable), production uses the official one.
@@ -31,9 +32,17 @@ RUN --mount=type=secret,id=pip_ca \
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="qbo-invoice-processor" \
       org.opencontainers.image.description="Creates and sends QuickBooks Online invoices (two scheduled jobs)"
+# /tmp is the only writable path (the task's root filesystem is read-only). ECS mounts the task
+# volume "tmp" there: an empty volume is root-owned 0755, so uid 10001 could not write it, UNLESS the
+# image declares the path as a VOLUME; then ECS fills the volume from the image's /tmp, mode 1777
+# included. So /tmp is prepared 1777 here and declared below (after the last change to it: a build
+# discards changes made under a VOLUME path after the VOLUME instruction).
 RUN groupadd --gid 10001 invoices \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
-        --shell /usr/sbin/nologin invoices
+        --shell /usr/sbin/nologin invoices \
+    && mkdir -p /tmp \
+    && chown root:root /tmp \
+    && chmod 1777 /tmp
 COPY --from=builder /opt/venv /opt/venv
 # Read-only root filesystem in ECS: only /tmp is writable (HOME points there), no .pyc writes
 # (the venv's bytecode was compiled at install), logs unbuffered as JSON lines for CloudWatch.
@@ -42,6 +51,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOG_FORMAT=json
+VOLUME ["/tmp"]
 WORKDIR /tmp
 USER 10001:10001
 # No default job on purpose: the schedule's command override picks `--create-invoices` or

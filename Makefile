@@ -11,9 +11,11 @@ JOB ?= create
 ENV ?= sandbox
 ARGS ?=
 PYTEST_ARGS ?=
+# ALLOW_DIRTY=1: build/push/plan/deploy from a work tree with uncommitted changes (throwaway builds).
+DEPLOY_FLAGS := $(if $(filter 1 true yes,$(ALLOW_DIRTY)),--allow-dirty,)
 
 .PHONY: help install lint test run-local sandbox-up sandbox-down sandbox-reset sandbox-show bench \
-        image-test build push plan deploy clean
+        image-test build push plan deploy adopt clean doctor qbo-auth
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +44,12 @@ test: lint $(CHECKOV) ## Lint, then every test (unit, contract, end-to-end, Terr
 run-local: $(STAMP) ## Run a job locally: JOB=create|send ENV=sandbox|aws ARGS="--dry-run --period 2026-10"
 	$(PY) -m sandbox.run_local --job $(JOB) --env $(ENV) -- $(ARGS)
 
+doctor: $(STAMP) ## Read-only preflight of a deployment, one row per check: ENV=sandbox|aws (exit 0/1/2)
+	$(PY) -m sandbox.run_local --job check --env $(ENV)
+
+qbo-auth: $(STAMP) ## Connect QuickBooks and store the refresh token: ENV=sandbox|aws ARGS="--redirect-uri ..."
+	$(PY) -m sandbox.run_local --job qbo-auth --env $(ENV) -- $(ARGS)
+
 sandbox-up: $(STAMP) ## Start the local sandbox (moto + stand-ins of QBO, Graph, ClickUp, Robocorp)
 	$(PY) -m sandbox up
 
@@ -60,17 +68,20 @@ bench: $(STAMP) ## Benchmark both jobs against the sandbox at scale (CLIENTS=200
 image-test: $(STAMP) ## Build the image without a Docker engine (buildah) and run both jobs in it against the sandbox
 	bash scripts/image-test.sh
 
-build: $(STAMP) ## Build the container image (docker, tagged with the git commit)
-	$(PY) -m deploy build
+build: $(STAMP) ## Build the container image for the task's cpu_architecture (docker, tagged with the git commit)
+	$(PY) -m deploy build $(DEPLOY_FLAGS)
 
 push: $(STAMP) ## Push the image to ECR, tagged with the git commit
-	$(PY) -m deploy push
+	$(PY) -m deploy push $(DEPLOY_FLAGS)
 
 plan: $(STAMP) ## terraform plan of terraform/envs/prod for the current image
-	$(PY) -m deploy plan
+	$(PY) -m deploy plan $(DEPLOY_FLAGS)
 
-deploy: $(STAMP) ## Build, push, then terraform apply with the pushed image digest
-	$(PY) -m deploy deploy
+deploy: $(STAMP) ## Build, push, plan to a file, ask, apply exactly that plan (ALLOW_DIRTY=1 for a dirty tree)
+	$(PY) -m deploy deploy $(DEPLOY_FLAGS)
+
+adopt: $(STAMP) ## Adopt the seed guide's hand-made AWS setup: import, remove the old rules/policy, say what to delete
+	$(PY) -m deploy adopt
 
 clean: ## Remove the virtualenvs, caches and sandbox state
 	-$(PY) -m sandbox down 2>/dev/null

@@ -1,12 +1,13 @@
-"""``python -m deploy build|push|plan|deploy`` (what ``make build/push/plan/deploy`` run).
+"""``python -m deploy build|push|plan|deploy|adopt`` (what ``make build/push/plan/deploy/adopt`` run).
 
-Settings come from the environment: AWS_REGION, ECR_REPOSITORY (default qbo-invoice-processor),
-IMAGE_PLATFORM (linux/amd64 | linux/arm64, as the task definition), TF_BACKEND_BUCKET,
-TF_BACKEND_KEY, TF_BACKEND_REGION (default AWS_REGION), TF_VAR_FILE (the prod tfvars) and
-DEPLOY_AUTO_APPROVE=1 to apply without a prompt (required when stdin is not a terminal).
-AWS credentials are boto3's and Terraform's usual ones (profile, env or SSO).
+Settings: the state backend in terraform/envs/prod/backend.hcl and the stack's values in
+terraform/envs/prod/terraform.tfvars (both git-ignored; see deploy.config). From the environment:
+AWS_REGION, ECR_REPOSITORY (default qbo-invoice-processor), TF_VAR_FILE (an extra tfvars file) and
+DEPLOY_AUTO_APPROVE=1 to apply without a prompt (required when stdin is not a terminal). The image
+platform follows the stack's cpu_architecture. AWS credentials are boto3's and Terraform's usual
+ones (profile, env or SSO).
 
-Exit codes: 0 done, 1 a step failed, 2 configuration incomplete.
+Exit codes: 0 done, 1 a step failed (or adoption left steps for a person), 2 configuration incomplete.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -27,15 +29,19 @@ from deploy.terraform import PlanResult, TerraformStack
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ask(question: str, config: DeployConfig, yes: bool) -> bool:
+    if yes or config.auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        logger.error("stdin is not a terminal: set DEPLOY_AUTO_APPROVE=1 (or --yes) to go ahead unattended")
+        return False
+    return input(f"{question} Only 'yes' goes ahead: ").strip() == "yes"
+
+
 def _approver(config: DeployConfig, yes: bool) -> Callable[[PlanResult], bool]:
     def approve(result: PlanResult) -> bool:
         print(result.output, file=sys.stderr)
-        if yes or config.auto_approve:
-            return True
-        if not sys.stdin.isatty():
-            logger.error("stdin is not a terminal: set DEPLOY_AUTO_APPROVE=1 (or --yes) to apply unattended")
-            return False
-        return input("Apply this plan? Only 'yes' applies: ").strip() == "yes"
+        return _ask("Apply this plan?", config, yes)
 
     return approve
 
@@ -44,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--allow-dirty", action="store_true", help="build even with uncommitted changes")
-    parser.add_argument("--yes", action="store_true", help="deploy: apply without asking")
+    parser.add_argument("--yes", action="store_true", help="deploy/adopt: go ahead without asking")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(
@@ -60,17 +66,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(os.environ, REPO_ROOT, args.command)
         runner = SubprocessRunner()
+        var_files = [config.var_file] if config.var_file else []
+        stack = TerraformStack(config.terraform_dir, var_files=var_files)
         if args.command == "build":
-            local = pipeline.build(config, runner, allow_dirty=args.allow_dirty)
+            local = pipeline.build(config, runner, stack, allow_dirty=args.allow_dirty)
             logger.info("built {image}", image=local)
             return 0
-        ecr = boto3.session.Session(region_name=config.aws_region).client("ecr")
+        session = boto3.session.Session(region_name=config.aws_region)
+        if args.command == "adopt":
+            return _adopt(config, session.client, stack, args.yes)
+        ecr = session.client("ecr")
         if args.command == "push":
             pushed = pipeline.push(config, runner, ecr, allow_dirty=args.allow_dirty)
             logger.info("pushed {image}", image=pushed.ref)
             return 0
-        var_files = [config.var_file] if config.var_file else []
-        stack = TerraformStack(config.terraform_dir, var_files=var_files)
         if args.command == "plan":
             result = pipeline.plan(config, runner, ecr, stack, allow_dirty=args.allow_dirty)
             print(result.output)
@@ -92,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BotoCoreError, ClientError) as exc:
         logger.error("AWS call failed: {error}", error=str(exc))
         return 1
+
+
+def _adopt(config: DeployConfig, client: Callable[[str], Any], stack: TerraformStack, yes: bool) -> int:
+    from deploy import adopt
+
+    return adopt.run(config, client, stack, lambda question: _ask(question, config, yes))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from loguru import logger
 from deploy import DeployError
 
 _PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+LOCK_FILE_NAME = ".terraform.lock.hcl"
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,19 @@ def git_commit(runner: CommandRunner, repo_root: Path, *, allow_dirty: bool = Fa
         "checking for uncommitted changes",
         cwd=repo_root,
     )
-    if status.output.strip() and not allow_dirty:
+    changed = [line[3:].strip() for line in status.output.splitlines() if line.strip()]
+    # `terraform init` adds provider hashes to the lock file on a new platform: not code, and not
+    # in the image. It must be committed, but must not stop the deploy that init is part of.
+    lock_files = [path for path in changed if path.endswith(LOCK_FILE_NAME)]
+    for path in lock_files:
+        logger.warning(
+            "{path} has uncommitted changes (provider hashes from terraform init): commit it", path=path
+        )
+    code = [path for path in changed if path not in lock_files]
+    if code and not allow_dirty:
         raise DeployError(
-            "the work tree has uncommitted changes; the image tag would not describe its code. "
-            "Commit first (or pass --allow-dirty for a throwaway build)."
+            f"the work tree has uncommitted changes ({', '.join(code[:5])}); the image tag would not "
+            "describe its code. Commit first (or ALLOW_DIRTY=1 / --allow-dirty for a throwaway build)."
         )
     return sha
 

@@ -4,7 +4,8 @@ python-terraform 0.10.1 predates Terraform 0.15, and several of its defaults bre
 on Terraform 1.11 here; see the offline-infra-checks reference, section 3):
 
 * ``apply()`` sends ``-auto-approve=false`` and dies on the approval prompt (``error asking for
-  approval: EOF``) -> always ``apply(skip_plan=True)``, which sends ``-auto-approve=true``.
+  approval: EOF``) -> never used: every apply here applies a saved plan (``apply_plan``), which
+  Terraform applies without a prompt, exactly as it was shown.
 * ``destroy()`` sends ``-force``, removed in 0.15 (``flag provided but not defined: -force``) ->
   ``destroy(force=IsNotFlagged, auto_approve=True)``.
 * A positional directory (``apply("/path")``) is read as a plan file on >= 0.15 -> only ever
@@ -19,11 +20,21 @@ on Terraform 1.11 here; see the offline-infra-checks reference, section 3):
   we call ``cmd("output", json=IsFlagged)`` directly and raise.
 * Errors come back as return codes (``raise_on_error`` is off by default) -> every call is checked
   here and raises :class:`TerraformError` carrying Terraform's own stderr.
+* ``init(backend_config=...)`` only takes key=value pairs; the backend comes from ONE file
+  (``backend.hcl``), so ``-backend-config=<file>`` is passed through ``cmd``.
+* ``apply(plan_file)`` must not carry variables (Terraform refuses ``-var-file`` with a saved plan)
+  -> ``cmd("apply", plan_file)`` with nothing else: the plan holds the variables it was made with.
+* Nothing feeds a command's stdin, so ``terraform console`` (used to read a variable's value, e.g.
+  the task's cpu_architecture before any image exists) runs through subprocess here, the one
+  exception, on a copy of the stack's variables.tf and tfvars only: no providers, no backend, no
+  AWS credentials needed, the same values the real plan gets.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +63,8 @@ class TerraformError(DeployError):
 class PlanResult:
     changes: bool
     output: str
+    # The saved plan (``-out``): applying it applies exactly what was shown, nothing re-planned.
+    plan_file: Path | None = None
 
 
 class TerraformStack:
@@ -66,33 +79,91 @@ class TerraformStack:
     ) -> None:
         self.working_dir = Path(working_dir)
         self.var_files = [str(Path(f).resolve()) for f in var_files]
+        self.terraform_bin = terraform_bin
         # working_dir= only: a positional dir is taken for a plan file on Terraform >= 0.15.
         self._tf = Terraform(working_dir=str(self.working_dir), terraform_bin_path=terraform_bin)
 
-    def init(self, backend_config: Mapping[str, str] | None = None) -> str:
-        """``terraform init`` (with ``-reconfigure``); backend settings such as bucket/key/region."""
-        rc, out, err = self._tf.init(
-            backend_config=dict(backend_config) if backend_config else None,
-            var=None,
-            var_file=None,
+    def init(self, backend_file: Path | None = None) -> str:
+        """``terraform init -reconfigure``, the backend settings read from ``backend_file``."""
+        rc, out, err = self._tf.cmd(
+            "init",
+            reconfigure=IsFlagged,
+            input=False,
+            no_color=IsFlagged,
+            backend_config=str(Path(backend_file).resolve()) if backend_file else None,
         )
         return self._checked("init", rc, out, err)
 
-    def plan(self, variables: Mapping[str, Any] | None = None) -> PlanResult:
-        """``terraform plan``; ``changes`` is True when Terraform would change anything (exit 2)."""
-        with self._var_files(variables) as var_files:
-            rc, out, err = self._tf.plan(detailed_exitcode=IsFlagged, var=None, var_file=var_files)
-        if rc == 2:
-            return PlanResult(changes=True, output=out or "")
-        return PlanResult(changes=False, output=self._checked("plan", rc, out, err))
+    def plan(
+        self,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        out: Path | None = None,
+        targets: Sequence[str] = (),
+    ) -> PlanResult:
+        """``terraform plan``; ``changes`` is True when Terraform would change anything (exit 2).
 
-    def apply(self, variables: Mapping[str, Any] | None = None, targets: Sequence[str] = ()) -> str:
-        """``terraform apply -auto-approve``; ``targets`` limits it (used to bootstrap the registry)."""
+        With ``out`` the plan is saved there, for :meth:`apply_plan` to apply exactly it.
+        """
         with self._var_files(variables) as var_files:
-            rc, out, err = self._tf.apply(
-                skip_plan=True, var=None, var_file=var_files, target=list(targets) or None
+            rc, out_text, err = self._tf.plan(
+                detailed_exitcode=IsFlagged,
+                var=None,
+                var_file=var_files,
+                out=str(out) if out else None,
+                target=list(targets) or None,
             )
+        if rc == 2:
+            return PlanResult(changes=True, output=out_text or "", plan_file=out)
+        return PlanResult(changes=False, output=self._checked("plan", rc, out_text, err), plan_file=out)
+
+    def apply_plan(self, plan_file: Path) -> str:
+        """``terraform apply <saved plan>``: exactly the changes that plan showed, or an error if
+        the state moved since (Terraform refuses a stale plan)."""
+        rc, out, err = self._tf.cmd("apply", str(plan_file), input=False, no_color=IsFlagged)
         return self._checked("apply", rc, out, err)
+
+    def state_addresses(self) -> set[str]:
+        """The managed resources in the state (``terraform state list`` minus data sources)."""
+        rc, out, err = self._tf.cmd("state list", no_color=IsFlagged)
+        if rc != 0 and "No state file was found" in (err or ""):
+            return set()
+        listed = (line.strip() for line in self._checked("state list", rc, out, err).splitlines())
+        return {a for a in listed if a and not a.startswith("data.") and ".data." not in a}
+
+    def import_resource(
+        self, address: str, resource_id: str, variables: Mapping[str, Any] | None = None
+    ) -> str:
+        """``terraform import <address> <id>``: adopt an existing resource into the state."""
+        with self._var_files(variables) as var_files:
+            rc, out, err = self._tf.cmd(
+                "import", address, resource_id, input=False, no_color=IsFlagged, var_file=var_files
+            )
+        return self._checked(f"import {address}", rc, out, err)
+
+    def variable(self, name: str, variables: Mapping[str, Any] | None = None) -> Any:
+        """The value Terraform gives variable ``name`` from the stack's tfvars, the var files and
+        ``variables``, validations included (a bad value fails here as it would in a plan)."""
+        with (
+            tempfile.TemporaryDirectory(prefix="deploy-vars-") as tmp,
+            self._var_files(variables) as var_files,
+        ):
+            shutil.copy(self.working_dir / "variables.tf", tmp)
+            for auto in ("terraform.tfvars", "terraform.tfvars.json", "*.auto.tfvars", "*.auto.tfvars.json"):
+                for found in self.working_dir.glob(auto):
+                    shutil.copy(found, tmp)
+            done = subprocess.run(
+                [self.terraform_bin, "console", *(f"-var-file={f}" for f in var_files or [])],
+                cwd=tmp,
+                input=f"jsonencode(var.{name})\n",
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        text = self._checked(f"console (var.{name})", done.returncode, done.stdout, done.stderr).strip()
+        # console prints the HCL string literal holding the JSON: decode both layers.
+        return json.loads(json.loads(text))
 
     def destroy(self, variables: Mapping[str, Any] | None = None) -> str:
         with self._var_files(variables) as var_files:

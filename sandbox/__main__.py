@@ -12,8 +12,8 @@ from pathlib import Path
 from sandbox import daemon
 from sandbox.common import SandboxError, default_state_dir
 from sandbox.faults import SERVICES, SPECIAL_OUTCOMES
-from sandbox.report import format_state
 from sandbox.scenario import ScenarioError
+from sandbox.scenario import load as load_scenario
 from sandbox.store import dumps
 
 
@@ -131,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one dispatcher
             print("Sandbox stopped." if daemon.down(state_dir) else "Sandbox was not running.")
         elif args.command == "reset":
             scenario = _scenario_arg(args.scenario)
+            load_scenario(scenario)  # a missing or invalid scenario stops here, before anything is wiped
             env = daemon.up(state_dir, scenario=scenario, reset=True, timeout=120)
             print(f"Sandbox reset and seeded with {scenario or 'the default scenario'}.")
             _started(env, state_dir)
         elif args.command == "show":
+            from sandbox.report import format_state
+
             env = daemon.status(state_dir)
             if env is not None:
                 state = daemon.control(state_dir, "GET", "/state")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one dispatcher
                 end="" if not args.json else "\n",
             )
         elif args.command == "env":
-            env = daemon.status(state_dir)
+            env = daemon.recorded_env(state_dir)
             if env is None:
                 raise SandboxError(
                     f"the sandbox in {state_dir} is not running (start it with `make sandbox-up`)"

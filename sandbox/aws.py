@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from boto3.dynamodb.types import Binary
 from loguru import logger
 
 from sandbox.store import read_json, write_atomic
@@ -53,6 +54,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, set):
         return sorted(_plain(v) for v in value)
+    if isinstance(value, Binary):  # ledger documents are compressed: show their size only
+        return f"<{len(value.value)} bytes>"
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value

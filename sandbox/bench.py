@@ -38,12 +38,12 @@ from typing import Any
 from loguru import logger
 
 from integrations.cli import format_table
+from integrations.identifiers import InvoiceMarker, find_marker
 from sandbox import scenario as scenarios
 from sandbox.run_local import DROPPED_IN_SANDBOX, job_command
 from sandbox.store import read_json
 
 PERIOD = "2026-10"
-MARKER = "invoice-processor:{client}:" + PERIOD
 SERVICES_SHOWN = ("qbo", "qbo_auth", "graph", "graph_auth", "clickup", "robocorp")
 RUNS = (
     ("create", ("--create-invoices", "--period", PERIOD)),
@@ -427,12 +427,14 @@ def _period_invoices(state_dir: Path) -> list[dict[str, Any]]:
     return [
         invoice
         for invoice in read_json(state_dir / "qbo" / "invoices.json", []) or []
-        if any(t.endswith(f":{PERIOD}") for t in _marker_tokens(invoice))
+        if _period_marker(invoice) is not None
     ]
 
 
-def _marker_tokens(invoice: dict[str, Any]) -> list[str]:
-    return [t for t in (invoice.get("PrivateNote") or "").split() if t.startswith("invoice-processor:")]
+def _period_marker(invoice: dict[str, Any]) -> InvoiceMarker | None:
+    """The invoice's marker when it bills the bench's period."""
+    marker = find_marker(invoice.get("PrivateNote"))
+    return marker if marker is not None and marker.period == PERIOD else None
 
 
 def _child_env(sandbox_env: dict[str, str], summary_path: Path) -> dict[str, str]:
@@ -493,13 +495,11 @@ def _checks(
 ) -> list[dict[str, Any]]:
     """The PASS/FAIL conditions, from the sandbox's final state and the runs' summaries."""
     first, send, again = runs
-    invoices = [i for i in state["invoices"] if any(t.endswith(f":{PERIOD}") for t in _marker_tokens(i))]
+    invoices = [i for i in state["invoices"] if _period_marker(i) is not None]
     per_client = {c: 0 for c in clients}
     for invoice in invoices:
-        for token in _marker_tokens(invoice):
-            client = token.split(":")[1]
-            if token == MARKER.format(client=client):
-                per_client[client] = per_client.get(client, 0) + 1
+        client = _period_marker(invoice).client_id  # type: ignore[union-attr]
+        per_client[client] = per_client.get(client, 0) + 1
     missing = sorted(c for c, n in per_client.items() if n == 0)
     doubled = sorted(c for c, n in per_client.items() if n > 1)
     strangers = sorted(set(per_client) - set(clients))

@@ -159,6 +159,7 @@ class Sandbox:
             "AWS_EC2_METADATA_DISABLED": "true",
             "QBO_BASE_URL": urls["qbo"],
             "QBO_TOKEN_URL": f"{urls['qbo']}/oauth2/v1/tokens/bearer",
+            "QBO_AUTHORIZE_URL": f"{urls['qbo']}/connect/oauth2",
             "MSGRAPH_BASE_URL": f"{urls['graph']}/v1.0",
             "MSGRAPH_AUTHORITY_URL": urls["identity"],
             "CLICKUP_BASE_URL": f"{urls['clickup']}/api/v2",

@@ -4,7 +4,8 @@ The wrapper patches ``urllib3.connectionpool.HTTPConnectionPool.urlopen`` (used 
 and botocore alike), counts every call that got an answer from a server, and calls ``os._exit(137)``
 (what a SIGKILL looks like) as soon as the N-th one returns: the server did the work, the job never
 saw the answer. Nested urlopen calls (urllib3's own retries) count once. ``--match`` counts only
-calls whose "METHOD URL" matches a regex (for example ``--match 'POST .*/invoice'``).
+calls whose "METHOD URL [X-Amz-Target]" matches a regex (for example ``--match 'POST .*/invoice'``
+or ``--match 'DynamoDB_20120810.PutItem'``: every AWS call POSTs to the same URL).
 
 Then it runs ``invoice-processor <job args>`` in this process (or ``--target module:function`` /
 ``--target path/to/script.py`` for tests), so no test-only code lives in the job.
@@ -50,7 +51,10 @@ def install(
             local.depth = depth
         if depth == 0:
             full = url if url.startswith("http") else f"{self.scheme}://{self.host}:{self.port}{url}"
-            if pattern is None or pattern.search(f"{method} {full}"):
+            # AWS calls all POST to one URL: the operation is in X-Amz-Target ("DynamoDB_20120810.PutItem")
+            headers = kwargs.get("headers") or (args[1] if len(args) > 1 else None) or {}
+            target = headers.get("X-Amz-Target") or headers.get("x-amz-target") or ""
+            if pattern is None or pattern.search(f"{method} {full} {target}".rstrip()):
                 with lock:
                     counter["calls"] += 1
                     reached = counter["calls"] >= after
@@ -83,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--after", type=int, required=True, help="exit right after this many completed external calls"
     )
-    parser.add_argument("--match", help="count only calls whose 'METHOD URL' matches this regex")
+    parser.add_argument(
+        "--match", help="count only calls whose 'METHOD URL [X-Amz-Target]' matches this regex"
+    )
     parser.add_argument("--exit-code", type=int, default=EXIT_CODE)
     parser.add_argument("--target", help="module:function or script.py to run instead of invoice-processor")
     parser.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then the invoice-processor arguments")

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from sandbox.common import REPO_ROOT, SandboxError
 from sandbox.store import read_json, write_atomic
 
@@ -43,6 +41,8 @@ def _pid(state_dir: Path) -> int | None:
 
 def control(state_dir: Path, method: str, path: str, payload: Any = None, timeout: float = 30.0) -> Any:
     """Call the running daemon's control endpoint; raise SandboxError when it is not running."""
+    import requests  # here, not at the top: `python -m sandbox env` must run on a bare python3
+
     env = read_json(state_dir / "env.json", {}) or {}
     url = env.get("SANDBOX_CONTROL_URL")
     token_file = state_dir / "control.token"
@@ -66,6 +66,14 @@ def control(state_dir: Path, method: str, path: str, payload: Any = None, timeou
             f"the sandbox refused {method} {path}: {response.status_code} {response.text.strip()}"
         )
     return response.json()
+
+
+def recorded_env(state_dir: Path) -> dict[str, str] | None:
+    """The env the running daemon recorded, read with the standard library only (so
+    ``eval "$(python3 -m sandbox env)"`` works outside the virtualenv), or None when it is not running."""
+    if _pid(state_dir) is None:
+        return None
+    return read_json(state_dir / "env.json", None) or None
 
 
 def status(state_dir: Path) -> dict[str, str] | None:

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
+from sandbox import graph_permissions as permissions
 from sandbox import mail
 from sandbox.store import JsonStore, dumps, write_atomic
 
@@ -111,6 +112,7 @@ class GraphStandIn:
                     "path": path,
                     "name": raw.get("name", path.rsplit("/", 1)[-1]),
                     "displayName": raw.get("display_name", path.rsplit("/", 1)[-1]),
+                    "app_grants": dict(raw.get("app_grants", {})),  # Sites.Selected: client_id -> role
                 }
             )
         self.store.put(
@@ -120,6 +122,7 @@ class GraphStandIn:
                 "client_id": config["client_id"],
                 "client_secret": config["client_secret"],
                 "mailboxes": mailboxes,
+                "app_roles": list(config.get("app_roles", permissions.DEFAULT_ROLES)),
                 "mailbox_name": config.get("mailbox_name"),
                 "sites": sites,
                 "token_ttl_seconds": int(config.get("token_ttl_seconds", 3599)),
@@ -230,9 +233,7 @@ class GraphStandIn:
                     f"The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
                 )
             ttl = self.config["token_ttl_seconds"]
-            access = "eyJ0eXAiOiJKV1QiLCJub25jZSI6InNhbmRib3giLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(
-                96
-            )
+            access = permissions.issue_token(self.config, time.time(), ttl)
             with self.store.edit("graph/tokens", {}) as tokens:
                 now = time.time()
                 for old in [t for t, exp in tokens.items() if exp <= now]:
@@ -262,9 +263,14 @@ class GraphStandIn:
                     "Access token has expired or is not yet valid." if token else "Access token is empty."
                 )
                 return _json(401, _error_body("InvalidAuthenticationToken", message))
+            g.roles = permissions.roles_of(token)
             if (request.content_length or 0) > MAX_REQUEST:
                 return _json(413, _error_body("RequestEntityTooLarge", "Maximum request length exceeded."))
             return None
+
+        @app.errorhandler(permissions.Denied)
+        def denied(exc: permissions.Denied) -> Response:
+            return _json(403, _error_body(exc.code, exc.message))
 
         @app.errorhandler(GraphError)
         def graph_error(exc: GraphError) -> Response:
@@ -292,6 +298,7 @@ class GraphStandIn:
 
         @app.post("/v1.0/users/<user>/sendMail")
         def send_mail(user: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_SEND)
             mailbox = self._mailbox(user)
             if request.mimetype == "text/plain":
                 self._send_mime(mailbox, request.get_data())
@@ -307,6 +314,7 @@ class GraphStandIn:
 
         @app.post("/v1.0/users/<user>/messages")
         def create_draft(user: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_READ_WRITE)
             mailbox = self._mailbox(user)
             message = body_json()
             inline = [
@@ -326,6 +334,7 @@ class GraphStandIn:
 
         @app.post("/v1.0/users/<user>/messages/<draft_id>/attachments")
         def add_attachment(user: str, draft_id: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_READ_WRITE)
             self._draft(user, draft_id)
             name, content_type, content = self._inline_attachment(body_json(), 1)
             attachment_id = self._add_draft_attachment(draft_id, name, content_type, content)
@@ -342,6 +351,7 @@ class GraphStandIn:
 
         @app.post("/v1.0/users/<user>/messages/<draft_id>/attachments/createUploadSession")
         def attachment_session(user: str, draft_id: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_READ_WRITE)
             self._draft(user, draft_id)
             item = body_json().get("AttachmentItem") or {}
             if item.get("attachmentType", "file") != "file" or not item.get("name"):
@@ -379,6 +389,7 @@ class GraphStandIn:
 
         @app.post("/v1.0/users/<user>/messages/<draft_id>/send")
         def send_draft(user: str, draft_id: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_READ_WRITE, permissions.MAIL_SEND)
             draft = self._draft(user, draft_id)
             attachments = [
                 (a["name"], a["content_type"], Path(a["path"]).read_bytes()) for a in draft["attachments"]
@@ -389,6 +400,7 @@ class GraphStandIn:
 
         @app.delete("/v1.0/users/<user>/messages/<draft_id>")
         def delete_draft(user: str, draft_id: str) -> Response:
+            permissions.require_mail(g.roles, permissions.MAIL_READ_WRITE)
             self._draft(user, draft_id)
             self._delete_draft(draft_id)
             return Response(status=204)
@@ -398,6 +410,8 @@ class GraphStandIn:
         @app.route("/v1.0/sites/<path:rest>", methods=["GET", "PUT", "POST"])
         def sites(rest: str) -> Response:
             site, remainder = self._site(rest)
+            write = request.method != "GET"
+            permissions.require_site(g.roles, site, self.config["client_id"], write=write)
             if remainder in ("", "/"):
                 if request.method != "GET":
                     raise GraphError(405, "BadRequest", "Method not allowed on a site.")

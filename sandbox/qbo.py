@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import secrets
 import time
 import uuid
 from datetime import date, datetime, timedelta
@@ -23,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, request
 
-from sandbox import mail, pdf, qbo_query
+from sandbox import mail, pdf, qbo_oauth, qbo_query
 from sandbox.store import JsonStore, dumps
 
 COMPANY_TZ = ZoneInfo("America/Los_Angeles")
@@ -63,13 +62,12 @@ QUERYABLE = {
 }
 for _fields in QUERYABLE.values():
     _fields.update({"metadata.createtime", "metadata.lastupdatedtime"})
-REFRESH_TOKEN_LIFETIME = 8_726_400
-HARD_EXPIRY = 5 * 365 * 24 * 3600
 DEFAULT_OPTIONS = {
     "access_token_ttl_seconds": 3600,
     "requestid_replay": "replay",
     "strict_query_fields": True,
 }
+DEFAULT_OPTIONS.update(qbo_oauth.OPTIONS)  # the refresh-token lifetime (sandbox/qbo_oauth.py)
 
 
 class QboFault(Exception):
@@ -214,8 +212,15 @@ class QboStandIn:
             {
                 "client_id": config["client_id"],
                 "client_secret": config["client_secret"],
-                "refresh_token": config["refresh_token"],
-                "refresh_token_issued_at": time.time(),
+                "redirect_uris": list(config.get("redirect_uris", qbo_oauth.DEFAULT_REDIRECT_URIS)),
+                **qbo_oauth.connection(
+                    config["refresh_token"],
+                    time.time(),
+                    options,
+                    age_hours=config.get("refresh_token_age_hours", 24),
+                    days_left=config.get("refresh_token_days_left"),
+                    hard_days_left=config.get("refresh_token_hard_days_left"),
+                ),
                 "retired_refresh_tokens": [],
                 "access_tokens": {},
                 "refreshes": 0,
@@ -283,43 +288,29 @@ class QboStandIn:
     def refresh(
         self, client_id: str | None, client_secret: str | None, form: dict[str, str], hard: bool
     ) -> tuple:
-        """The token endpoint: (status, body). Rotates the refresh token on every successful call."""
+        """The token endpoint: (status, body) for the refresh and authorization-code grants."""
         with self.store.lock:
             oauth = self.store.get("qbo/oauth")
             if client_id != oauth["client_id"] or client_secret != oauth["client_secret"]:
                 return 401, {"error": "invalid_client"}
-            if form.get("grant_type") != "refresh_token":
-                return 400, {"error": "unsupported_grant_type"}
-            if not form.get("refresh_token") or form["refresh_token"] != oauth["refresh_token"]:
-                return 400, {
-                    "error": "invalid_grant",
-                    "error_description": "Incorrect or invalid refresh token",
-                }
+            grant = form.get("grant_type")
+            options = {name: self.option(name) for name in qbo_oauth.OPTIONS}
             ttl = int(self.option("access_token_ttl_seconds"))
-            now = time.time()
-            access = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0.." + secrets.token_urlsafe(96)
-            refresh = f"AB11{int(now) + REFRESH_TOKEN_LIFETIME}" + secrets.token_urlsafe(36).replace(
-                "-", "x"
-            ).replace("_", "y")
-            oauth["retired_refresh_tokens"] = (oauth["retired_refresh_tokens"] + [oauth["refresh_token"]])[
-                -20:
-            ]
-            oauth["refresh_token"] = refresh
-            oauth["refresh_token_issued_at"] = now
-            oauth["refreshes"] += 1
-            oauth["access_tokens"] = {t: exp for t, exp in oauth["access_tokens"].items() if exp > now}
-            oauth["access_tokens"][access] = now + ttl
+            if grant == "refresh_token":
+                status, body = qbo_oauth.refresh(
+                    oauth, form.get("refresh_token"), time.time(), options, ttl, hard
+                )
+            elif grant == "authorization_code":
+                status, body = qbo_oauth.exchange_code(oauth, form, time.time(), options, ttl, hard)
+            else:
+                return 400, {"error": "unsupported_grant_type"}
             self.store.put("qbo/oauth", oauth)  # persisted before the answer leaves
-        body = {
-            "token_type": "bearer",
-            "expires_in": ttl,
-            "refresh_token": refresh,
-            "x_refresh_token_expires_in": REFRESH_TOKEN_LIFETIME,
-            "access_token": access,
-        }
-        if hard:
-            body["x_refresh_token_hard_expires_in"] = HARD_EXPIRY
-        return 200, body
+        return status, body
+
+    def authorize(self, args: dict[str, str]) -> tuple[int, str]:
+        """The authorize endpoint (approves at once); see ``qbo_oauth.authorize``."""
+        with self.store.edit("qbo/oauth") as oauth:
+            return qbo_oauth.authorize(oauth, args, self.company["realm_id"], time.time())
 
     def access_ok(self, token: str) -> bool:
         expires = self.store.get("qbo/oauth", {}).get("access_tokens", {}).get(token)
@@ -701,66 +692,6 @@ class QboStandIn:
         lines.append((f"Balance due: {money(invoice.get('Balance', 0))}", True))
         return pdf.render(f"Invoice {number}", lines)
 
-    # --- batch ----------------------------------------------------------------------------------
-
-    def batch(self, body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
-        items = body.get("BatchItemRequest") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not items:
-            raise QboFault(
-                "2020",
-                "Required param missing, need to supply the required value for the API",
-                "BatchItemRequest is missing or empty",
-            )
-        if len(items) > 30:
-            raise QboFault(
-                "1040",
-                "Batch size exceeds allowed limit",
-                f"The maximum number of payloads in a single BatchItemRequest is 30 (got {len(items)})",
-            )
-        ids = [str(item.get("bId", "")) for item in items]
-        if len(set(ids)) != len(ids) or not all(ids):
-            raise QboFault(
-                "2010", "Request has invalid or unsupported property", "Every batch item needs a unique bId"
-            )
-        if request_id and any(len(bid) > 10 for bid in ids):
-            raise QboFault(
-                "2050",
-                "String length is either shorter or longer than supported by specification",
-                "bId is limited to 10 characters when requestid is given",
-            )
-        answers = []
-        for item, bid in zip(items, ids, strict=True):
-            try:
-                answers.append({"bId": bid, **self._batch_item(item)})
-            except QboFault as fault:
-                answers.append({"bId": bid, "Fault": fault.fault()})
-        return {"BatchItemResponse": answers, "time": _time()}
-
-    def _batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
-        if "Query" in item:
-            return {"QueryResponse": self.query(str(item["Query"]))}
-        entities = [key for key in item if key not in ("bId", "operation", "optionsData")]
-        if entities != ["Invoice"]:
-            raise QboFault(
-                "500",
-                "Unsupported Operation",
-                f"The sandbox batch supports Invoice items and queries (got {entities})",
-            )
-        operation, payload = item.get("operation", "create"), item["Invoice"]
-        handlers = {
-            "create": self.create_invoice,
-            "update": self.update_invoice,
-            "delete": self.delete_invoice,
-            "void": self.void_invoice,
-        }
-        if operation not in handlers:
-            raise QboFault("500", "Unsupported Operation", f"Operation {operation!r} is not supported")
-        if operation == "create" and payload.get("Id"):
-            raise QboFault(
-                "2010", "Request has invalid or unsupported property", "create must not carry an Id"
-            )
-        return {"Invoice": handlers[operation](payload)}
-
     # --- replay ---------------------------------------------------------------------------------
 
     def replayed(self, request_id: str | None) -> tuple[int, str] | None:
@@ -817,14 +748,12 @@ class QboStandIn:
         def write(handler: Any) -> Response:
             """Run a write under requestid replay: a repeated requestid gets the stored answer."""
             request_id = request.args.get("requestid")
-            if request_id is not None and not 0 < len(request_id) <= (
-                36 if request.path.endswith("/batch") else 50
-            ):
+            if request_id is not None and not 0 < len(request_id) <= 50:
                 return fault(
                     QboFault(
                         "2050",
                         "String length is either shorter or longer than supported by specification",
-                        "requestid must be 1-50 characters (36 for batch)",
+                        "requestid must be 1-50 characters",
                     )
                 )
             with self.store.lock:
@@ -898,6 +827,13 @@ class QboStandIn:
             status, body = self.refresh(client_id, client_secret, request.form.to_dict(), hard)
             return answer(status, body)
 
+        @app.get("/connect/oauth2")
+        def authorize() -> Response:
+            status, target = self.authorize(request.args.to_dict())
+            if status != 302:
+                return answer(status, {"error": target.split(":", 1)[0], "error_description": target})
+            return Response(status=302, headers={"Location": target})
+
         @app.route(f"{base}/query", methods=["GET", "POST"])
         def query(realm: str) -> Response:
             text = request.args.get("query") if request.method == "GET" else request.get_data(as_text=True)
@@ -962,11 +898,6 @@ class QboStandIn:
             if invoice is None:
                 return fault(_not_found("Invoice", invoice_id))
             return answer(200, self.invoice_pdf(invoice), "application/pdf")
-
-        @app.post(f"{base}/batch")
-        def batch(realm: str) -> Response:
-            request_id = request.args.get("requestid")
-            return write(lambda: self.batch(body_json(), request_id))
 
         @app.errorhandler(404)
         @app.errorhandler(405)

@@ -26,7 +26,8 @@ from integrations.cli import format_table
 from sandbox import daemon
 from sandbox.common import SandboxError, default_state_dir
 
-JOB_FLAGS = {"create": "--create-invoices", "send": "--send-invoices"}
+JOB_FLAGS = {"create": "--create-invoices", "send": "--send-invoices", "check": "--check"}
+TOOLS = {"qbo-auth": "integrations.qbo_auth"}  # interactive operator tools: same env, no run summary
 # Caller settings that must not leak into a sandbox run (they would point boto3 at real AWS).
 DROPPED_IN_SANDBOX = (
     "AWS_PROFILE",
@@ -82,7 +83,7 @@ def run(
     environ: dict[str, str] | None = None,
 ) -> int:
     base = dict(os.environ if environ is None else environ)
-    argv = [*(command or job_command()), JOB_FLAGS[job], *job_args]
+    argv = [*(command or job_command()), JOB_FLAGS.get(job, ""), *job_args]
     if env_kind == "sandbox":
         state = (state_dir or Path(base.get("SANDBOX_DIR") or default_state_dir())).resolve()
         scenario = base.get("SANDBOX_SCENARIO")
@@ -112,6 +113,8 @@ def run(
         )
         profile = base.get("AWS_PROFILE") or "default credentials"
         print(f"Running the {job} job against AWS ({profile}, region {base.get('AWS_REGION', 'not set')})")
+    if job in TOOLS:
+        return subprocess.call([sys.executable, "-m", TOOLS[job], *job_args], env=child)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     child["SUMMARY_PATH"] = str(summary_path)
     print("$ invoice-processor " + " ".join([JOB_FLAGS[job], *job_args]), flush=True)
@@ -130,7 +133,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.run_local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--job", choices=sorted(JOB_FLAGS), required=True)
+    parser.add_argument("--job", choices=sorted([*JOB_FLAGS, *TOOLS]), required=True)
     parser.add_argument("--env", choices=("sandbox", "aws"), default="sandbox")
     parser.add_argument(
         "--state-dir", type=Path, help="sandbox state directory (default .sandbox/ or $SANDBOX_DIR)"

@@ -8,9 +8,18 @@
 # into buildah's local storage, the Dockerfile is built with `buildah bud --isolation chroot` FROM that
 # base (the host CA bundle is handed to pip as the `pip_ca` build secret: pip inside the build must
 # trust the same TLS chain the host does), and each job runs the way Fargate runs it: the image's
-# ENTRYPOINT, ENV and USER, a READ-ONLY root filesystem with a fresh tmpfs on /tmp, and only the
-# sandbox's environment (from <state>/env.json), on the host network so the sandbox on 127.0.0.1 is
-# reachable.
+# ENTRYPOINT, ENV and USER, a READ-ONLY root filesystem with the task volume on /tmp mounted the way
+# ECS mounts it, and only the sandbox's environment (from <state>/env.json), on the host network so the
+# sandbox on 127.0.0.1 is reachable.
+#
+# The /tmp volume, as ECS makes it (not a tmpfs, which is 1777 and would hide the problem): ECS
+# creates an empty directory owned by root, mode 0755, and bind-mounts it at the container path; only
+# when the image declares that path as a VOLUME does it first fill the volume from the image's path,
+# contents, owner and mode included (Amazon ECS developer guide, "Use bind mounts with Amazon ECS",
+# considerations: the ECS data plane looks for a VOLUME directive whose path equals the mount's
+# containerPath and copies the data at that path into the volume). Docker does the same for a declared
+# VOLUME. So a uid-10001 job can write /tmp on
+# Fargate only if the image declares VOLUME /tmp and its /tmp is 1777; the probe below checks both.
 #
 # The base rootfs tarball is cached under .image-build/ and the imported base image is kept in buildah's
 # storage (keyed by the recipe), so only the first run pays for mmdebstrap. The app image itself is
@@ -24,16 +33,25 @@ set -euo pipefail
 
 # ---- read-only runner (re-entered inside a private mount namespace, see run_readonly) -------------
 if [[ "${1:-}" == "__in_namespace" ]]; then
-    # args: __in_namespace <rootfs> <user> <env file (NUL separated K=V)> <out dir> -- <command...>
+    # args: __in_namespace <rootfs> <user> <env file (NUL separated K=V)> <out dir> <volume dir>
+    #       <image volumes file (NUL separated paths)> -- <command...>
     shift
-    rootfs=$1 user=$2 env_file=$3 out_dir=$4
-    shift 5
+    rootfs=$1 user=$2 env_file=$3 out_dir=$4 volume=$5 image_volumes=$6
+    shift 7
     mount --bind "$rootfs" "$rootfs"
-    mount -t tmpfs -o size=256m,mode=1777 tmpfs "$rootfs/tmp"
+    # The task volume "tmp" as ECS provides it: a fresh, empty, root-owned 0755 directory ...
+    rm -rf "$volume" && mkdir -p "$volume" && chown 0:0 "$volume" && chmod 0755 "$volume"
+    # ... filled from the image (contents, owner, mode) only if the image declares /tmp a VOLUME.
+    if grep -qzx -- /tmp "$image_volumes"; then
+        cp -a "$rootfs/tmp/." "$volume/"
+        chown --reference="$rootfs/tmp" "$volume"
+        chmod --reference="$rootfs/tmp" "$volume"
+    fi
+    mount --bind "$volume" "$rootfs/tmp"
     mount -t proc proc "$rootfs/proc"
     mount --rbind /dev "$rootfs/dev"
     # Host paths the sandbox env points at (its CA bundle, state files) appear at the same path,
-    # read-only. Their mount points go into the throwaway container layer (or the tmpfs) first.
+    # read-only. Their mount points go into the throwaway container layer (or the volume) first.
     bound=()
     while IFS= read -r -d '' host_path; do
         for done_path in "${bound[@]}"; do
@@ -168,6 +186,7 @@ out = Path(sys.argv[2])
 (out / "entrypoint").write_bytes(b"".join(part.encode() + b"\0" for part in config.get("Entrypoint") or []))
 (out / "user").write_text(config.get("User") or "")
 (out / "image-env").write_bytes(b"".join(kv.encode() + b"\0" for kv in config.get("Env") or []))
+(out / "image-volumes").write_bytes(b"".join(v.rstrip("/").encode() + b"\0" for v in config.get("Volumes") or {}))
 PYTHON
     ENTRYPOINT=()
     while IFS= read -r -d '' part; do ENTRYPOINT+=("$part"); done < "$BUILD_DIR/entrypoint"
@@ -215,7 +234,8 @@ run_readonly() {
     rm -rf "$out_dir" && mkdir -p "$out_dir"
     local rc=0
     unshare --mount --propagation private -- bash "$ROOT/scripts/image-test.sh" __in_namespace \
-        "$ROOTFS" "$IMAGE_USER" "$env_file" "$out_dir" -- "$@" > "$BUILD_DIR/$name.log" 2>&1 || rc=$?
+        "$ROOTFS" "$IMAGE_USER" "$env_file" "$out_dir" "$BUILD_DIR/volume-tmp" "$BUILD_DIR/image-volumes" \
+        -- "$@" > "$BUILD_DIR/$name.log" 2>&1 || rc=$?
     return "$rc"
 }
 
@@ -312,14 +332,20 @@ main() {
 
     # No sandbox needed to prove the runs really get a read-only root with a writable /tmp ...
     write_container_env "" "$BUILD_DIR/env-plain"
+    if grep -qzx -- /tmp "$BUILD_DIR/image-volumes"; then
+        pass "the image declares VOLUME /tmp (so ECS fills the task volume from the image's /tmp)"
+    else
+        fail "the image does not declare VOLUME /tmp: on Fargate /tmp would be an empty root-owned 0755 volume"
+    fi
     run_readonly probe "$BUILD_DIR/env-plain" -- /bin/sh -c \
-        'touch /probe || true; touch /tmp/probe && echo tmp-writable; id -u' || true
+        'touch /probe || true; touch /tmp/probe && echo tmp-writable; stat -c "tmp-mode %a" /tmp; id -u' || true
     if grep -q "Read-only file system" "$BUILD_DIR/probe.log" && grep -q "tmp-writable" "$BUILD_DIR/probe.log" &&
+        grep -qx "tmp-mode 1777" "$BUILD_DIR/probe.log" &&
         [[ $(tail -n 1 "$BUILD_DIR/probe.log") == "${IMAGE_USER%%:*}" ]]; then
-        pass "runs get a read-only root filesystem, a writable /tmp and uid ${IMAGE_USER%%:*}"
+        pass "runs get a read-only root filesystem, /tmp as an ECS-style task volume (1777, writable) and uid ${IMAGE_USER%%:*}"
     else
         cat "$BUILD_DIR/probe.log" >&2
-        fail "the read-only runner does not isolate as intended (log: $BUILD_DIR/probe.log)"
+        fail "want a read-only root and /tmp writable (mode 1777) for uid ${IMAGE_USER%%:*}; got $(grep -E 'tmp-mode|denied|Read-only' "$BUILD_DIR/probe.log" | tr '\n' ';') (log: $BUILD_DIR/probe.log)"
     fi
     # ... and that the console script starts there.
     if run_readonly help "$BUILD_DIR/env-plain" -- "${ENTRYPOINT[@]}" --help &&

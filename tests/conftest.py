@@ -126,3 +126,14 @@ def _fresh_secret_mask() -> Iterator[None]:
     masker.clear()
     yield
     masker.clear()
+
+
+@pytest.fixture
+def rotate_every_time(sandbox):
+    """The QBO stand-in's strict mode for one test: a new refresh token on every refresh, the old
+    one dead at once (its default follows Intuit's documented ~24 h rotation)."""
+    from sandbox.qbo_oauth import OPTIONS, STRICT_ROTATION
+
+    sandbox.set_qbo_options(**STRICT_ROTATION)
+    yield
+    sandbox.set_qbo_options(**{name: OPTIONS[name] for name in STRICT_ROTATION})

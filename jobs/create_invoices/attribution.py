@@ -14,6 +14,10 @@ Rules (DESIGN §1 step 2), in order for each entry whose ``start`` is in the per
    client number ("10002 - Acme", "10002 Acme", "10002"; "100021 X" is not client 10002);
 6. anything else is ``unattributed`` billable time: listed, never dropped.
 
+A malformed entry (``TimeEntry.problem``) that may be billable is attributed the same way, but
+into ``malformed``: it fails the client it belongs to (with the entry named), or, when it belongs
+to no client, it is listed as unattributed with its problem as the reason.
+
 Pass the WHOLE registry as ``clients`` (inactive and excluded clients too), so time that belongs
 to a client who is not being billed today is not reported as unattributed; pick the clients you
 bill from ``by_client`` afterwards.
@@ -21,14 +25,12 @@ bill from ``by_client`` afterwards.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from create_invoices.period import Period
-from integrations.models import ClientRecord, TimeEntry
-
-_LEADING_NUMBER = re.compile(r"\s*([0-9]+)(?!\d)")
+from integrations.identifiers import leading_client_number
+from integrations.models import ClientRecord, TimeEntry, first_of_each_id
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Attribution:
     conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # unattributed entry id -> why it could not be attributed (only for conflicts)
     reasons: dict[str, str] = field(default_factory=dict)
+    # client id -> malformed entries that belong to it: the client fails until they are fixed
+    malformed: dict[str, list[TimeEntry]] = field(default_factory=dict)
     duplicate_count: int = 0  # entries seen more than once (same id), counted once
     outside_period_count: int = 0  # entries whose start is not in the period: ignored
 
@@ -56,14 +60,6 @@ def location_claims(clients: Sequence[ClientRecord]) -> dict[str, tuple[str, ...
     return {location: tuple(sorted(owners)) for location, owners in claims.items()}
 
 
-def client_number_of(name: str | None) -> str | None:
-    """The client number a location name starts with ("10002 - Acme" -> "10002"), or None."""
-    if not name:
-        return None
-    match = _LEADING_NUMBER.match(name)
-    return match.group(1) if match else None
-
-
 def attribute_time(
     entries: Iterable[TimeEntry], clients: Sequence[ClientRecord], period: Period
 ) -> Attribution:
@@ -74,14 +70,19 @@ def attribute_time(
     unattributed: list[TimeEntry] = []
     running: list[TimeEntry] = []
     reasons: dict[str, str] = {}
-    seen: set[str] = set()
-    non_billable = duplicates = outside = 0
-
-    for entry in entries:
-        if entry.id in seen:
-            duplicates += 1
+    malformed: dict[str, list[TimeEntry]] = {}
+    non_billable = outside = 0
+    unique, duplicates = first_of_each_id(entries)
+    for entry in unique:
+        if entry.problem is not None and entry.billable is not False:
+            owner, _ = _owner_by_location_id(entry, claims)
+            owner = owner or _owner_by_name(entry, known)
+            if owner is None:
+                reasons[entry.id] = f"malformed entry: {entry.problem}"
+                unattributed.append(entry)
+            else:
+                malformed.setdefault(owner, []).append(entry)
             continue
-        seen.add(entry.id)
         if not period.contains(entry.start):
             outside += 1
             continue
@@ -116,6 +117,7 @@ def attribute_time(
         non_billable_count=non_billable,
         conflicts=dict(sorted(conflicts.items())),
         reasons=reasons,
+        malformed=malformed,
         duplicate_count=duplicates,
         outside_period_count=outside,
     )
@@ -139,7 +141,7 @@ def _owner_by_location_id(
 
 def _owner_by_name(entry: TimeEntry, known: set[str]) -> str | None:
     for name in (entry.list_name, entry.folder_name, entry.space_name):
-        number = client_number_of(name)
+        number = leading_client_number(name)
         if number is not None and number in known:
             return number
     return None

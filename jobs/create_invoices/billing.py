@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -29,12 +28,13 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from create_invoices.period import Period
-from integrations.models import ClientRecord, ProcessRun, TimeEntry
+from integrations.identifiers import invoice_marker
+from integrations.models import ClientRecord, ProcessRun, TimeEntry, first_of_each_id
 
 CENT = Decimal("0.01")
 SECONDS_PER_HOUR = Decimal(3600)
 UNFINISHED_STATES = frozenset({"new", "in_progress", "stopping"})
-MARKER_PREFIX = "invoice-processor"
+ENDED_STATES = frozenset({"completed", "unresolved"})
 MAX_DESCRIPTION = 4000  # QBO line Description limit
 ZERO = Decimal("0.00")
 
@@ -230,16 +230,18 @@ def aggregate_runtime(runs: Iterable[ProcessRun], period: Period) -> RuntimeUsag
     A run that started on Oct 31 and ended on Nov 1 is October's. A run without ``ended_at`` or
     ``duration``, or in state new/in_progress/stopping, is unfinished: listed, not billed (it
     would otherwise be billed short). Failed runs (``unresolved``) used the robot and are billed.
-    Runs that never started (no ``started_at``) belong to no period. Duplicate ids count once."""
-    seen: set[str] = set()
+    Runs that never started (no ``started_at``, state new) belong to no period; an ENDED run
+    without ``started_at`` is an error naming the run (its month cannot be told, and dropping it
+    would lose billable time). Duplicate ids count once."""
     groups: dict[tuple[str, str], list[ProcessRun]] = {}
     unfinished: list[ProcessRun] = []
-    duplicates = 0
-    for run in runs:
-        if run.id in seen:
-            duplicates += 1
-            continue
-        seen.add(run.id)
+    unique, duplicates = first_of_each_id(runs)
+    for run in unique:
+        if run.started_at is None and run.state in ENDED_STATES:
+            raise ValueError(
+                f"process run {run.id} ({run.process_name}, workspace {run.workspace_id}) is {run.state} "
+                "but has no started_at: its month cannot be told; check the run in Control Room"
+            )
         if run.started_at is None or not period.contains(run.started_at):
             continue
         if run.ended_at is None or run.duration_seconds is None or run.state in UNFINISHED_STATES:
@@ -322,20 +324,13 @@ class _Usage:
     rows: list[TraceRow] = field(default_factory=list)
 
 
-def build_lines(
-    runtime: RuntimeUsage, entries: Sequence[TimeEntry], prices: PriceBook, period: Period | None = None
-) -> list[InvoiceLine]:
-    """The invoice lines of one client: robot processes, ClickUp tasks, then the monthly fee.
-
-    Lines that round to 0.00 h are left out (``split_lines`` returns them too, for the trace).
-    ``period`` (for the fee line's month) defaults to ``runtime.period``."""
-    return split_lines(runtime, entries, prices, period).lines
-
-
 def split_lines(
     runtime: RuntimeUsage, entries: Sequence[TimeEntry], prices: PriceBook, period: Period | None = None
 ) -> PricedLines:
-    """Like ``build_lines`` but also returns the lines dropped for rounding to 0.00 h."""
+    """The invoice lines of one client: robot processes, ClickUp tasks, then the monthly fee.
+
+    Lines that round to 0.00 h are not billed; they come back in ``dropped``, for the trace.
+    ``period`` (for the fee line's month) defaults to ``runtime.period``."""
     usages = [_robot_usage(process, prices) for process in runtime.processes]
     usages += _service_usages(entries, prices)
     lines: list[InvoiceLine] = []
@@ -394,15 +389,11 @@ def _robot_usage(process: ProcessUsage, prices: PriceBook) -> _Usage:
 def _service_usages(entries: Sequence[TimeEntry], prices: PriceBook) -> list[_Usage]:
     """One usage per ClickUp task; entries without a task grouped by their description."""
     groups: dict[tuple[str, str], list[TimeEntry]] = {}
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.id in seen:  # never bill one entry twice
-            continue
-        seen.add(entry.id)
-        if entry.running or not entry.billable:
+    for entry in first_of_each_id(entries)[0]:  # never bill one entry twice
+        if entry.running or not entry.billable or entry.problem or entry.duration_ms < 0:
+            state = "running" if entry.running else "not billable" if not entry.billable else "malformed"
             raise ValueError(
-                f"time entry {entry.id} is {'running' if entry.running else 'not billable'}: "
-                "only Attribution.by_client entries can be billed"
+                f"time entry {entry.id} is {state}: only Attribution.by_client entries can be billed"
             )
         key = ("task", entry.task_id) if entry.task_id else ("free", entry.description.strip())
         groups.setdefault(key, []).append(entry)
@@ -516,14 +507,6 @@ def _location(entry: TimeEntry) -> str:
 
 
 # -- the invoice -----------------------------------------------------------------------------------
-def marker(client_id: str, period: Period) -> str:
-    """``invoice-processor:10002:2026-10``: in PrivateNote, finds our invoice of a period again."""
-    return f"{MARKER_PREFIX}:{client_id}:{period.label}"
-
-
-def has_marker(private_note: str | None, client_id: str, period: Period) -> bool:
-    """Whether a PrivateNote carries the marker as a whole word (QBO prepends "Voided" on void)."""
-    return marker(client_id, period) in (private_note or "").split()
 
 
 def doc_number(client_id: str, period: Period) -> str:
@@ -551,7 +534,7 @@ class InvoiceDraft:
 
     @property
     def marker(self) -> str:
-        return marker(self.client_id, self.period)
+        return invoice_marker(self.client_id, self.period.label)
 
 
 def build_draft(
@@ -596,8 +579,8 @@ def _renumber(line: InvoiceLine, number: int) -> InvoiceLine:
 
 
 def draft_to_qbo(draft: InvoiceDraft) -> dict[str, Any]:
-    """The QBO Invoice create body. Money and quantities stay ``Decimal``: serialise with
-    ``to_json`` (a plain ``json.dumps`` refuses Decimal, and float() would be the wrong fix)."""
+    """The QBO Invoice create body. Money and quantities stay ``Decimal``: the QBO client writes
+    them exactly (``integrations.decimal_json``)."""
     body: dict[str, Any] = {
         "CustomerRef": {"value": draft.customer_id, "name": draft.customer_name},
         "TxnDate": draft.txn_date.isoformat(),
@@ -615,7 +598,7 @@ def draft_to_qbo(draft: InvoiceDraft) -> dict[str, Any]:
             }
             for number, line in enumerate(draft.lines, start=1)
         ],
-        # the marker is a whitespace-separated word: has_marker() and a split() find it
+        # the marker is a whitespace-separated word: integrations.identifiers.find_marker finds it
         "PrivateNote": f"{draft.marker} (created by the invoice processor; keep this note)",
         "EmailStatus": "NeedToSend",
     }
@@ -624,43 +607,6 @@ def draft_to_qbo(draft: InvoiceDraft) -> dict[str, Any]:
     if draft.doc_number:
         body["DocNumber"] = draft.doc_number
     return body
-
-
-def to_json(body: Any) -> str:
-    """JSON text with every Decimal written exactly as a number ("127.02", never 127.0199999).
-
-    Floats are refused: money must never pass through binary floating point."""
-    parts: list[str] = []
-    _encode(body, parts)
-    return "".join(parts)
-
-
-def _encode(value: Any, out: list[str]) -> None:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot write {value} as JSON")
-        out.append(format(value, "f"))  # never exponent notation: 1E+2 -> 100
-    elif isinstance(value, float):
-        raise TypeError("floats are not allowed in a QBO body: use Decimal")
-    elif value is None or isinstance(value, bool | int | str):
-        out.append(json.dumps(value))
-    elif isinstance(value, dict):
-        out.append("{")
-        for index, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"JSON object keys must be strings (got {key!r})")
-            out.append(("," if index else "") + json.dumps(key) + ":")
-            _encode(item, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 # -- the usage trace -------------------------------------------------------------------------------

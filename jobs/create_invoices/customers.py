@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from integrations.identifiers import leading_client_number
 from integrations.models import ClientRecord
 
 _DELETED_SUFFIX = re.compile(r"\s*\(deleted\)\s*$", re.IGNORECASE)
@@ -48,13 +49,6 @@ def _active(customer: dict) -> bool:
     return customer.get("Active", True) not in (False, "false", "False")
 
 
-def _starts_with_number(display_name: object, client_id: str) -> bool:
-    return (
-        isinstance(display_name, str)
-        and re.match(rf"\s*{re.escape(client_id)}(?!\d)", display_name) is not None
-    )
-
-
 def _describe(customers: Sequence[dict]) -> str:
     return ", ".join(f"{c.get('DisplayName')!r} (Id {c.get('Id')})" for c in customers)
 
@@ -74,7 +68,7 @@ def match_customer(client: ClientRecord, customers: Sequence[dict]) -> dict:
         looked_for = f"named {wanted!r}"
     else:
         wanted = client.client_id
-        found = [c for c in customers if _starts_with_number(c.get("DisplayName"), client.client_id)]
+        found = [c for c in customers if leading_client_number(c.get("DisplayName")) == client.client_id]
         looked_for = f"whose name starts with the client number {wanted}"
 
     active = [c for c in found if _active(c)]

@@ -9,9 +9,8 @@ customers; this module only wires them to the clients and reports what happened.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from loguru import logger
@@ -25,7 +24,6 @@ from create_invoices.billing import (
     aggregate_runtime,
     build_draft,
     draft_to_qbo,
-    marker,
     price_book_from_items,
     prices_for,
     split_lines,
@@ -33,40 +31,35 @@ from create_invoices.billing import (
 )
 from create_invoices.customers import CustomerProblem, match_customer
 from create_invoices.period import Period
+from create_invoices.results import ClientResult, Outcome, Reason
 from create_invoices.terms import due_fields
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
-from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome, StartupError
-from integrations.config import BUSINESS_TIME_ZONE, Settings
+from integrations.claims import Claims
+from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
+from integrations.config import Settings
+from integrations.identifiers import find_marker
+from integrations.lifecycle import run_all
 from integrations.models import Attachment, ClientRecord, ProcessRun
-from integrations.qbo import is_definite_failure, request_id_for
+from integrations.qbo import (
+    FUTURE_TXN_DATE_WINDOW,
+    attempt_of,
+    is_definite_failure,
+    request_id_for,
+    request_id_of,
+)
 from integrations.report import safe_path_segment
-from integrations.services import Services, connect
-
-WORKERS = 4  # concurrent clients; QBO allows 10 concurrent requests and 10/s per company
+from integrations.services import Services
 
 
-@dataclass
-class ClientResult:
-    client_id: str
-    customer_name: str
-    outcome: str  # created | would_create | skipped | failed
-    reason: str = ""
-    draft: InvoiceDraft | None = None
-    invoice_id: str = ""
-    doc_number: str = ""
-    warnings: list[str] = field(default_factory=list)
-    unfinished: list[ProcessRun] = field(default_factory=list)  # runs of the period still running
-
-
-def run(settings: Settings, options: JobOptions) -> JobOutcome:
+def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
     now = datetime.now(UTC)
     period = (
-        Period.parse(options.period) if options.period else Period.previous_to(settings.scheduled_time or now)
+        Period.parse(options.period)
+        if options.period
+        else Period.previous_to(settings.scheduled_time or now, settings.business_time_zone)
     )
     run_id = uuid.uuid4().hex[:12]
     logger.info("billing period {period}", period=period.label, run_id=run_id)
-    services = connect(settings)
     return CreateRun(settings, options, services, period, run_id, now).execute()
 
 
@@ -84,81 +77,113 @@ class CreateRun:
     ):
         self.settings, self.options, self.services = settings, options, services
         self.period, self.run_id, self.now = period, run_id, now
-        self.txn_date: date = now.astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.txn_date: date = now.astimezone(ZoneInfo(settings.business_time_zone)).date()
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:
         clients, invalid = self.services.registry.load()
         results: list[ClientResult] = [
-            ClientResult(item.key, item.key, "failed", f"invalid registry item: {item.reason}")
+            ClientResult.failed(
+                item.key, item.key, Reason.INVALID_REGISTRY_ITEM, f"invalid registry item: {item.reason}"
+            )
             for item in invalid
         ]
-        selected = self._select(clients, results)
+        selected, left_out = self._select(clients, {item.key for item in invalid})
+        results += left_out
 
         self.services.require("qbo", "clickup", "robocorp", *(() if self.options.dry_run else ("graph",)))
+        customers, prices, custom_numbers, existing = self._company()
+        attribution, clickup_error = self._time_entries(clients)
+        with Claims(
+            self.services.ledger, self.run_id, self.settings.claim_ttl_seconds, self.services.stop
+        ) as claims:
+            self.claims = claims
+            results += run_all(
+                selected,
+                lambda c: self._bill(
+                    c, customers, prices, custom_numbers, existing, attribution, clickup_error
+                ),
+                workers=self.settings.create_workers,
+                stop=self.services.stop,
+                grace_seconds=self.settings.stop_grace_seconds,
+                unfinished=self._stopped,
+                name="client",
+            )
+        return self._finish(results, attribution)
+
+    def _company(self) -> tuple[list[dict], PriceBook, bool, dict[str, dict]]:
+        """What every client needs, read once: customers, prices, numbering, this period's invoices.
+
+        A failure here means the run cannot start (exit 2); an auth failure surfaces on the first call."""
         qbo = self.services.qbo
-        customers = qbo.customers(include_inactive=True)  # first QBO call: an auth failure exits 2 here
         try:
+            customers = qbo.customers(include_inactive=True)
             prices = price_book_from_items(
                 qbo.items(),
                 self.settings.item_robot_runtime,
                 self.settings.item_professional_services,
                 self.settings.item_subscription,
             )
+            self.terms, self.default_term_id = qbo.terms(), qbo.default_term_id()  # once per run
+            return customers, prices, qbo.custom_txn_numbers(), self._existing_invoices()
         except PricingError as exc:
-            raise StartupError(f"QBO items: {exc}") from None
-        custom_numbers = qbo.custom_txn_numbers()
-        self.terms, self.default_term_id = qbo.terms(), qbo.default_term_id()  # once per run
-        existing = self._existing_invoices()
+            raise errors.StartupError(f"QBO items: {exc}") from None
+        except errors.ReauthorizationRequired:
+            raise
+        except errors.ServiceError as exc:
+            raise errors.StartupError(f"cannot read the QuickBooks company: {exc}") from None
 
-        attribution, clickup_error = self._time_entries(clients)
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="client") as pool:
-            results += list(
-                pool.map(
-                    lambda c: self._bill(
-                        c, customers, prices, custom_numbers, existing, attribution, clickup_error
-                    ),
-                    selected,
-                )
-            )
-        results += self._skipped_by_selection
-        return self._finish(results, attribution)
+    def _stopped(self, client: ClientRecord, started: bool) -> ClientResult:
+        """The result of a client the run did not finish because it was told to stop."""
+        reason = (
+            "stopped early while in progress: the next run finishes it"
+            if started
+            else "stopped early: not started"
+        )
+        return ClientResult.failed(
+            client.client_id, client.customer_name or client.client_id, Reason.STOPPED, reason
+        )
 
-    def _select(self, clients: list[ClientRecord], results: list[ClientResult]) -> list[ClientRecord]:
-        self._skipped_by_selection: list[ClientResult] = []
+    def _select(
+        self, clients: list[ClientRecord], invalid: set[str]
+    ) -> tuple[list[ClientRecord], list[ClientResult]]:
+        """The clients to bill this run, and a result for each one left out (and why)."""
         wanted = set(self.options.clients)
-        known = {c.client_id for c in clients}
-        for missing in sorted(wanted - known):
-            if not any(r.client_id == missing for r in results):
-                results.append(ClientResult(missing, missing, "failed", "not in the client registry"))
+        unknown = sorted(wanted - {c.client_id for c in clients} - invalid)
+        if unknown:  # a typo is a usage error: stop before anything is written or mailed
+            raise errors.UsageError(
+                f"--client {', '.join(unknown)}: not in the client registry {self.settings.registry_table}"
+            )
+        left_out: list[ClientResult] = []
         selected = []
         for client in sorted(clients, key=lambda c: c.client_id):
-            name = client.customer_name or client.client_id
             if wanted and client.client_id not in wanted:
                 continue
+            result = ClientResult(client.client_id, client.customer_name or client.client_id, Outcome.SKIPPED)
             if not client.active:
-                self._skipped_by_selection.append(
-                    ClientResult(client.client_id, name, "skipped", "inactive in registry")
-                )
+                left_out.append(result.skip(Reason.INACTIVE, "inactive in registry"))
             elif self.settings.is_excluded(client.client_id, client.customer_name):
-                self._skipped_by_selection.append(ClientResult(client.client_id, name, "skipped", "excluded"))
+                left_out.append(result.skip(Reason.EXCLUDED, "excluded"))
             else:
                 selected.append(client)
-        return selected
+        return selected, left_out
+
+    def _our_invoices(self) -> list[tuple[str, dict]]:
+        """(client id, invoice) of every invoice this system made for the period, by its marker.
+
+        Our invoices are dated on or after the period's first day, so one paged TxnDate query
+        finds them all."""
+        end = self.txn_date + FUTURE_TXN_DATE_WINDOW
+        found = []
+        for invoice in self.services.qbo.invoices_between(self.period.first_day, end):
+            marker = find_marker(invoice.get("PrivateNote"))
+            if marker is not None and marker.period == self.period.label:
+                found.append((marker.client_id, invoice))
+        return found
 
     def _existing_invoices(self) -> dict[str, dict]:
-        """Invoices of this period already in QBO, by marker: one paged query for the whole run.
-
-        Our invoices are dated on or after the period's first day, so a TxnDate range finds them;
-        the marker in PrivateNote (or our DocNumber) identifies them."""
-        found: dict[str, dict] = {}
-        end = self.txn_date + timedelta(days=62)
-        for invoice in self.services.qbo.invoices_between(self.period.first_day, end):
-            note = invoice.get("PrivateNote") or ""
-            for token in note.split():
-                if token.startswith("invoice-processor:") and token.endswith(f":{self.period.label}"):
-                    found[token] = invoice
-        return found
+        """This period's invoices already in QBO, by client id: one query for the whole run."""
+        return dict(self._our_invoices())
 
     def _time_entries(self, clients: list[ClientRecord]) -> tuple[Attribution | None, str]:
         """All billable ClickUp time of the period, for ALL members, attributed to clients."""
@@ -199,7 +224,15 @@ class CreateRun:
         with logger.contextualize(client=client.client_id):
             try:
                 if attribution is None:
-                    return ClientResult(client.client_id, name, "failed", clickup_error)
+                    return ClientResult.failed(client.client_id, name, Reason.ERROR, clickup_error)
+                malformed = attribution.malformed.get(client.client_id)
+                if malformed:
+                    named = "; ".join(
+                        f"entry {e.id} ({e.task_name or e.description or 'no task'}, {e.user_name or 'unknown user'}): "
+                        f"{e.problem}"
+                        for e in malformed
+                    )
+                    raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
                 customer = match_customer(client, customers)
                 name = customer.get("DisplayName") or name
                 runtime = aggregate_runtime(self._runs(client), self.period)
@@ -217,81 +250,90 @@ class CreateRun:
                     dropped=priced.dropped,
                 )
                 result = ClientResult(
-                    client.client_id, name, "skipped", draft=draft, unfinished=runtime.unfinished
+                    client.client_id, name, Outcome.SKIPPED, draft=draft, unfinished=runtime.unfinished
                 )
                 if draft is None:
-                    result.reason = "nothing to bill"
-                    return result
-                already = existing.get(marker(client.client_id, self.period))
+                    return result.skip(Reason.NOTHING_TO_BILL, "nothing to bill")
+                already = existing.get(client.client_id)
                 if already is not None:
-                    result.reason = "already invoiced"
+                    result.skip(Reason.ALREADY_INVOICED, "already invoiced")
                     result.invoice_id, result.doc_number = (
                         str(already["Id"]),
                         str(already.get("DocNumber") or ""),
                     )
                     if not self.options.dry_run:
-                        self._record_existing(client, already)
+                        self._record_existing(client, already, result)
                     return result
                 if self.options.dry_run:
-                    result.outcome, result.reason = "would_create", "dry run"
+                    result.outcome, result.code, result.reason = (
+                        Outcome.WOULD_CREATE,
+                        Reason.DRY_RUN,
+                        "dry run",
+                    )
                     return result
                 due = due_fields(self.txn_date, customer, self.default_term_id, self.terms)
                 return self._create(client, draft, result, due)
-            except (CustomerProblem, PricingError, ValueError) as exc:
-                logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
-                return ClientResult(client.client_id, name, "failed", str(exc))
             except errors.ReauthorizationRequired:
                 raise
-            except errors.ServiceError as exc:
+            except (CustomerProblem, PricingError, ValueError, errors.ServiceError) as exc:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
-                return ClientResult(client.client_id, name, "failed", str(exc))
+                return ClientResult.failed(client.client_id, name, Reason.ERROR, str(exc))
 
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
-    def _record_existing(self, client: ClientRecord, invoice: dict) -> None:
+    def _record_existing(self, client: ClientRecord, invoice: dict, result: ClientResult) -> None:
         """An invoice with our marker exists (perhaps created by a run that crashed before it
-        recorded it): make the ledger say so, so nothing ever tries to create it again."""
+        recorded it): make the ledger say so, so nothing ever tries to create it again, and finish
+        its usage archive if that was left undone."""
         key = self._ledger_key(client)
         entry = self.services.ledger.get(key)
-        if entry is not None and entry.status == "created":
-            return
-        acquired, _ = self.services.ledger.claim(
-            key, self.run_id, request_id_for(key, "create"), CLAIM_LEASE_SECONDS
-        )
-        if acquired:
-            self.services.ledger.record(
-                key,
-                self.run_id,
-                "created",
-                {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")},
-            )
+        if entry is None or entry.status != "created":
+            acquired, entry = self.claims.take(key, request_id_for(key, "create"))
+            if not acquired:
+                return
+            attributes = {"invoice_id": str(invoice["Id"]), "doc_number": invoice.get("DocNumber")}
+            self.claims.record(key, "created", attributes)
+            entry = replace(entry, status="created", attributes={**entry.attributes, **attributes})
+        if entry.attributes.get("archived") is not True:
+            self._archive_again(key, result)
 
     def _create(
         self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult, due: dict
     ) -> ClientResult:
-        ledger, qbo = self.services.ledger, self.services.qbo
+        qbo = self.services.qbo
         key = self._ledger_key(client)
-        acquired, entry = ledger.claim(
+        acquired, entry = self.claims.take(
             key,
-            self.run_id,
             request_id_for(key, "create"),
-            CLAIM_LEASE_SECONDS,
             {"client_id": client.client_id, "period": self.period.label, "total": str(draft.total)},
         )
         if not acquired:
             status = entry.status if entry else "unknown"
-            result.reason = (
-                "already invoiced" if status == "created" else f"claimed by another run ({status})"
-            )
+            if status == "created":
+                result.skip(Reason.ALREADY_INVOICED, "already invoiced")
+                if (
+                    entry is not None
+                    and entry.attributes.get("archived") is not True
+                    and not self.services.stop.requested
+                ):
+                    self._archive_again(key, result)
+            else:  # a live run is still at it: this run cannot say the client is done
+                result.outcome, result.code = Outcome.FAILED, Reason.CLAIMED_BY_ANOTHER_RUN
+                result.reason = (
+                    f"claimed by another run that is still working on it ({status}); the next run checks it"
+                )
             if entry is not None:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
         # A definite failure (a fault that created nothing) moved on to a new attempt, hence a new
-        # requestid: QBO would replay the old error. An unknown outcome keeps the attempt and id.
-        attempt = int((entry.attributes.get("create_attempt") if entry else 0) or 0)
-        request_id = request_id_for(key, "create", attempt)
+        # requestid: QBO would replay the old error. An unknown outcome and a take-over of a dead
+        # run's claim keep the attempt, and so the id (QBO answers with the original invoice).
+        attempt = attempt_of(entry, "create")
+        request_id = request_id_of(key, "create", entry)
+        # What the invoice bills, kept before it is created: a later run archives exactly this.
+        self.services.ledger.put_document(key, trace_csv(draft).encode("utf-8-sig"))
         body = {**draft_to_qbo(draft), **due}
         if not draft.bill_email:
             body["EmailStatus"] = "NotSet"  # QBO refuses NeedToSend without BillEmail
@@ -301,22 +343,24 @@ class CreateRun:
         except errors.DuplicateRequest:
             invoice = self._find_by_marker(client)
             if invoice is None:
-                ledger.record(key, self.run_id, "failed", {"reason": "QBO reported a duplicate request id"})
+                self.claims.record(key, "failed", {"reason": "QBO reported a duplicate request id"})
                 raise
         except errors.ServiceError as exc:
             if is_definite_failure(exc):
-                ledger.record(key, self.run_id, "failed", {"reason": str(exc), "create_attempt": attempt + 1})
+                self.claims.record(key, "failed", {"reason": str(exc), "create_attempt": attempt + 1})
+                raise
+            if isinstance(exc, errors.ValidationFault):  # refused, but not in a way a new id cures
+                self.claims.record(key, "failed", {"reason": str(exc)})
                 raise
             # Outcome unknown (timeout, 5xx after retries): the next run looks for the marker and
             # re-sends the same requestid, which QBO answers with the original invoice.
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc), "outcome": "unknown"})
+            self.claims.record(key, "failed", {"reason": str(exc), "outcome": "unknown"})
             raise
-        result.outcome, result.reason = "created", ""
+        result.outcome, result.code, result.reason = Outcome.CREATED, Reason.NONE, ""
         result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
-        archived = self._archive(result)
-        ledger.record(
+        archived = self._archive(result, trace_csv(draft).encode("utf-8-sig"))
+        self.claims.record(
             key,
-            self.run_id,
             "created",
             {"invoice_id": result.invoice_id, "doc_number": result.doc_number, "archived": archived},
         )
@@ -329,21 +373,27 @@ class CreateRun:
         return result
 
     def _find_by_marker(self, client: ClientRecord) -> dict | None:
-        wanted = marker(client.client_id, self.period)
-        for invoice in self.services.qbo.invoices_between(
-            self.period.first_day, self.txn_date + timedelta(days=62)
-        ):
-            if wanted in (invoice.get("PrivateNote") or "").split():
-                return invoice
-        return None
+        return next((inv for number, inv in self._our_invoices() if number == client.client_id), None)
 
-    def _archive(self, result: ClientResult) -> bool:
+    def _archive_again(self, key: str, result: ClientResult) -> None:
+        """Archive the usage detail recorded when the invoice was created (never data read again,
+        so it always adds up to the invoice)."""
+        content = self.services.ledger.get_document(key)
+        if content is None:
+            result.warnings.append(
+                "usage CSV not archived, and its detail was not recorded: export it by hand"
+            )
+            return
+        if self._archive(result, content):
+            self.services.ledger.annotate(key, "created", {"archived": True})
+            result.warnings.append("usage CSV archived now (an earlier run could not)")
+
+    def _archive(self, result: ClientResult, content: bytes) -> bool:
         """Upload the usage trace CSV to SharePoint; a failure is reported, never hides the invoice."""
-        assert result.draft is not None
         parts = [self.period.label, safe_path_segment(result.customer_name)]
         parts.append(f"usage-{result.client_id}-{self.period.label}.csv")
         try:
-            self.services.archive(parts, trace_csv(result.draft).encode("utf-8-sig"))
+            self.services.archive(parts, content)
             return True
         except errors.ServiceError as exc:
             result.warnings.append(f"usage CSV not archived to SharePoint: {exc}")
@@ -360,8 +410,9 @@ class CreateRun:
             attribution,
             unfinished,
             dry_run=self.options.dry_run,
+            stopped=self.services.stop.reason if self.services.stop.requested else "",
         )
-        failed = any(r.outcome == "failed" for r in results)
+        failed = any(r.outcome is Outcome.FAILED for r in results)
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         else:
@@ -370,6 +421,10 @@ class CreateRun:
             failed = failed or not mailed
         return JobOutcome(
             exit_code=EXIT_PARTIAL if failed else EXIT_OK,
-            summary={**report.as_dict(), "throttling": self.services.throttling()},
+            summary={
+                **report.as_dict(),
+                **self.services.token_expiry_report(publish_metric=not self.options.dry_run),
+                "throttling": self.services.throttling(),
+            },
             table=report.table,
         )

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from integrations.config import BUSINESS_TIME_ZONE
-
 _PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
 _MONTHS = (
     "January",
@@ -63,7 +61,7 @@ class Period:
         return cls(year, month)
 
     @classmethod
-    def previous_to(cls, moment: datetime, tz: str = BUSINESS_TIME_ZONE) -> Period:
+    def previous_to(cls, moment: datetime, tz: str) -> Period:
         """The calendar month before the month ``moment`` falls in, as seen in zone ``tz``."""
         _require_aware(moment, "moment")
         try:

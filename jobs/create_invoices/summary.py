@@ -8,20 +8,22 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from create_invoices.attribution import Attribution
 from create_invoices.billing import hours
 from create_invoices.period import Period
+from create_invoices.results import ClientResult, Outcome
 from integrations.models import ProcessRun, TimeEntry
-from integrations.report import Section, money, render_html, render_text
-
-if TYPE_CHECKING:
-    from create_invoices.job import ClientResult
+from integrations.report import Section, money, render_html, render_text, stopped_sections
 
 REVIEW_NOTE = (
-    "The new invoices are marked 'send later' in QuickBooks and go out with the next daily send "
-    "(05:00 Pacific). To hold one back for review, clear 'send later' on it in QuickBooks before then."
+    "The new invoices are marked 'send later' in QuickBooks and go out with the next daily send run. "
+    "To hold one back for review, clear 'send later' on it in QuickBooks before then."
+)
+UNATTRIBUTED_NOTE = (
+    "Billable time no client could be matched to. Not billed: add the location to a client in the "
+    "registry or rename it with the client number, then re-run."
 )
 
 
@@ -66,35 +68,17 @@ def build(
     unfinished: Sequence[ProcessRun],
     *,
     dry_run: bool = False,
+    stopped: str = "",
 ) -> Report:
-    made = [r for r in results if r.outcome in ("created", "would_create")]
-    skipped = [r for r in results if r.outcome == "skipped"]
-    failed = [r for r in results if r.outcome == "failed"]
+    made = [r for r in results if r.made and r.draft]
+    skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
+    failed = [r for r in results if r.outcome is Outcome.FAILED]
     total = sum((r.draft.total for r in made if r.draft), Decimal("0"))
-    title_word = "Would create" if dry_run else "Created"
+    unattributed = attribution.unattributed if attribution else []
+    running = attribution.running if attribution else []
     sections = [
-        Section(
-            f"{title_word} invoices ({len(made)})",
-            ("Customer", "Invoice", "Lines", "Hours", "Amount"),
-            [
-                (
-                    r.customer_name,
-                    r.doc_number or r.invoice_id or "-",
-                    len(r.draft.lines),
-                    _hours(r),
-                    money(r.draft.total),
-                )
-                for r in made
-                if r.draft
-            ]
-            + (
-                [("Total", "", "", sum((_hours(r) for r in made), Decimal("0")), money(total))]
-                if made
-                else []
-            ),
-            numeric={"Lines", "Hours", "Amount"},
-            note="" if dry_run else REVIEW_NOTE if made else "",
-        ),
+        *stopped_sections(stopped),
+        _made_section(made, total, dry_run),
         Section(
             f"Skipped ({len(skipped)})",
             ("Customer", "Reason", "Invoice"),
@@ -103,66 +87,14 @@ def build(
         Section(
             f"Failed ({len(failed)})", ("Customer", "Reason"), [(r.customer_name, r.reason) for r in failed]
         ),
+        *_warnings_section(results),
+        _unattributed_section(unattributed),
+        *_running_section(running),
+        _unfinished_section(unfinished),
     ]
-    warnings = [f"{r.customer_name}: {w}" for r in results for w in r.warnings]
-    if warnings:
-        sections.append(Section(f"Warnings ({len(warnings)})", lines=warnings))
-    unattributed = attribution.unattributed if attribution else []
-    sections.append(
-        Section(
-            f"Unattributed billable ClickUp time ({len(unattributed)})",
-            ("User", "Task", "Location", "Started (UTC)", "Hours", "Entry id"),
-            [
-                (
-                    e.user_name,
-                    e.task_name or e.description or "-",
-                    _location(e),
-                    e.start.strftime("%Y-%m-%d %H:%M"),
-                    _entry_hours(e),
-                    e.id,
-                )
-                for e in unattributed
-            ],
-            numeric={"Hours"},
-            note="Billable time no client could be matched to. Not billed: add the location to a client in the registry "
-            "or rename it with the client number, then re-run."
-            if unattributed
-            else "",
-        )
-    )
-    running = attribution.running if attribution else []
-    if running:
-        sections.append(
-            Section(
-                f"ClickUp timers still running ({len(running)})",
-                ("User", "Task", "Started (UTC)", "Entry id"),
-                [
-                    (e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id)
-                    for e in running
-                ],
-                note="Not billed this time.",
-            )
-        )
-    sections.append(
-        Section(
-            f"Robot runs not finished ({len(unfinished)})",
-            ("Workspace", "Process", "Run id", "State", "Started (UTC)"),
-            [
-                (
-                    run.workspace_id,
-                    run.process_name,
-                    run.id,
-                    run.state,
-                    run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "-",
-                )
-                for run in unfinished
-            ],
-            note=("Still running when the job ran: not billed. " if unfinished else "") + ENDED_RUNS_NOTE,
-        )
-    )
     counts = {
-        "created": sum(r.outcome == "created" for r in results),
-        "would_create": sum(r.outcome == "would_create" for r in results),
+        "created": sum(r.outcome is Outcome.CREATED for r in results),
+        "would_create": sum(r.outcome is Outcome.WOULD_CREATE for r in results),
         "skipped": len(skipped),
         "failed": len(failed),
         "unattributed_entries": len(unattributed),
@@ -178,28 +110,110 @@ def build(
     )
     if failed:
         subject += f", {len(failed)} FAILED"
+    if stopped:
+        subject = subject.replace("[QBO invoices]", "[QBO invoices] STOPPED EARLY:", 1)
     return Report(
         subject=subject,
         html=render_html(heading, intro, sections),
         text=render_text(heading, intro, sections),
         csv=lines_csv(results),
-        table=[
-            {
-                "client": r.client_id,
-                "customer": r.customer_name,
-                "outcome": r.outcome,
-                "invoice": r.doc_number or r.invoice_id,
-                "lines": str(len(r.draft.lines)) if r.draft else "",
-                "hours": str(_hours(r)) if r.draft else "",
-                "amount": str(r.draft.total) if r.draft else "",
-                "reason": "; ".join(part for part in (r.reason, *r.warnings) if part),
-            }
-            for r in results
-        ],
+        table=[_table_row(r) for r in results],
         counts=counts,
         total=total,
         period=period.label,
     )
+
+
+def _made_section(made: Sequence[ClientResult], total: Decimal, dry_run: bool) -> Section:
+    rows: list[tuple[object, ...]] = [
+        (
+            r.customer_name,
+            r.doc_number or r.invoice_id or "-",
+            len(r.draft.lines),
+            _hours(r),
+            money(r.draft.total),
+        )
+        for r in made
+        if r.draft
+    ]
+    if made:
+        rows.append(("Total", "", "", sum((_hours(r) for r in made), Decimal("0")), money(total)))
+    return Section(
+        f"{'Would create' if dry_run else 'Created'} invoices ({len(made)})",
+        ("Customer", "Invoice", "Lines", "Hours", "Amount"),
+        rows,
+        numeric={"Lines", "Hours", "Amount"},
+        note=REVIEW_NOTE if made and not dry_run else "",
+    )
+
+
+def _warnings_section(results: Sequence[ClientResult]) -> list[Section]:
+    warnings = [f"{r.customer_name}: {w}" for r in results for w in r.warnings]
+    return [Section(f"Warnings ({len(warnings)})", lines=warnings)] if warnings else []
+
+
+def _unattributed_section(unattributed: Sequence[TimeEntry]) -> Section:
+    return Section(
+        f"Unattributed billable ClickUp time ({len(unattributed)})",
+        ("User", "Task", "Location", "Started (UTC)", "Hours", "Entry id"),
+        [
+            (
+                e.user_name,
+                e.task_name or e.description or "-",
+                _location(e),
+                e.start.strftime("%Y-%m-%d %H:%M"),
+                _entry_hours(e),
+                e.id,
+            )
+            for e in unattributed
+        ],
+        numeric={"Hours"},
+        note=UNATTRIBUTED_NOTE if unattributed else "",
+    )
+
+
+def _running_section(running: Sequence[TimeEntry]) -> list[Section]:
+    if not running:
+        return []
+    return [
+        Section(
+            f"ClickUp timers still running ({len(running)})",
+            ("User", "Task", "Started (UTC)", "Entry id"),
+            [(e.user_name, e.task_name or "-", e.start.strftime("%Y-%m-%d %H:%M"), e.id) for e in running],
+            note="Not billed this time.",
+        )
+    ]
+
+
+def _unfinished_section(unfinished: Sequence[ProcessRun]) -> Section:
+    return Section(
+        f"Robot runs not finished ({len(unfinished)})",
+        ("Workspace", "Process", "Run id", "State", "Started (UTC)"),
+        [
+            (
+                run.workspace_id,
+                run.process_name,
+                run.id,
+                run.state,
+                run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "-",
+            )
+            for run in unfinished
+        ],
+        note=("Still running when the job ran: not billed. " if unfinished else "") + ENDED_RUNS_NOTE,
+    )
+
+
+def _table_row(r: ClientResult) -> dict[str, str]:
+    return {
+        "client": r.client_id,
+        "customer": r.customer_name,
+        "outcome": str(r.outcome),
+        "invoice": r.doc_number or r.invoice_id,
+        "lines": str(len(r.draft.lines)) if r.draft else "",
+        "hours": str(_hours(r)) if r.draft else "",
+        "amount": str(r.draft.total) if r.draft else "",
+        "reason": "; ".join(part for part in (r.reason, *r.warnings) if part),
+    }
 
 
 def lines_csv(results: Sequence[ClientResult]) -> str:
@@ -210,7 +224,7 @@ def lines_csv(results: Sequence[ClientResult]) -> str:
         ["client", "customer", "invoice", "line", "description", "qty", "unit_price", "amount", "hours"]
     )
     for r in results:
-        if r.draft is None or r.outcome not in ("created", "would_create"):
+        if r.draft is None or not r.made:
             continue
         for number, line in enumerate(r.draft.lines, start=1):
             writer.writerow(
@@ -234,14 +248,14 @@ def dry_run_listing(results: Sequence[ClientResult]) -> str:
     out: list[str] = []
     grand = Decimal("0")
     for r in results:
-        if r.draft is None or r.outcome not in ("would_create", "skipped", "created"):
+        if r.draft is None or r.outcome is Outcome.FAILED:
             continue
-        flag = "" if r.outcome == "would_create" else f"  [{r.reason}]"
+        flag = "" if r.outcome is Outcome.WOULD_CREATE else f"  [{r.reason}]"
         out.append(f"{r.customer_name} ({r.client_id}){flag}")
         for line in r.draft.lines:
             out.append(f"    {line.description:<60} {line.qty:>8} x {line.unit_price:>8} = {line.amount:>10}")
         out.append(f"    {'total':<60} {'':>8}   {'':>8}   {r.draft.total:>10}")
-        if r.outcome == "would_create":
+        if r.outcome is Outcome.WOULD_CREATE:
             grand += r.draft.total
     out.append(f"Total to invoice: {money(grand)}")
     return "\n".join(out)

@@ -2,16 +2,18 @@
 
 Finds QBO invoices marked NeedToSend, claims each delivery in the ledger, delivers it through
 QBO (`/send`) or as a Graph mail with the QBO PDF, records the outcome, archives the PDF to
-SharePoint and mails the bookkeeper when there was anything to report. A delivery whose outcome
-is unknown after a crash is checked in QBO (qbo mode) or reported for a person (graph mode),
-never resent blindly.
+SharePoint and mails the bookkeeper when there was anything to report.
+
+A delivery is one per invoice (``send#<invoice id>``): once a customer mail for an invoice was
+handed to QBO or Graph, no later run mails it again on its own, whatever edits follow. Right
+before the mail call the claim notes ``stage=mailing``; a run that finds a claim with that note
+(its run died, or the call's outcome was unknown) checks QBO's record (qbo mode) or asks a person
+(graph mode), never resends blindly. Resending is a person's decision: ``--resend <doc number>``.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -19,159 +21,212 @@ from zoneinfo import ZoneInfo
 from loguru import logger
 
 from integrations import errors
-from integrations.aws import CLAIM_LEASE_SECONDS
+from integrations.aws import LedgerEntry
+from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
-from integrations.config import BUSINESS_TIME_ZONE, Settings
+from integrations.config import Settings
+from integrations.identifiers import find_marker, leading_client_number
+from integrations.lifecycle import run_all
 from integrations.models import Attachment
-from integrations.qbo import is_definite_failure, request_id_for
+from integrations.qbo import (
+    FUTURE_TXN_DATE_WINDOW,
+    attempt_of,
+    is_definite_failure,
+    request_id_for,
+    request_id_of,
+)
 from integrations.report import safe_path_segment
-from integrations.services import Services, connect
+from integrations.services import Services
 from send_invoices import summary
+from send_invoices.results import Delivery, Outcome, Reason
 
-_MARKER = re.compile(r"invoice-processor:(\d+):(\d{4}-\d{2})")
-
-
-@dataclass
-class Delivery:
-    invoice_id: str
-    doc_number: str
-    customer: str
-    amount: Decimal
-    outcome: str  # sent | would_send | skipped | failed | needs_review
-    reason: str = ""
-    to: str = ""
-    warning: str = ""
+MAX_QBO_SENDS = 3  # sends of one invoice in one run when QBO's answer is lost and it shows no mail
 
 
-def client_number(display_name: str) -> str:
-    match = re.match(r"\s*(\d{3,10})\b", display_name or "")
-    return match.group(1) if match else ""
-
-
-def run(settings: Settings, options: JobOptions) -> JobOutcome:
-    return SendRun(settings, options, connect(settings), uuid.uuid4().hex[:12]).execute()
+def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
+    return SendRun(settings, options, services, uuid.uuid4().hex[:12]).execute()
 
 
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
-        self.today = datetime.now(UTC).astimezone(ZoneInfo(BUSINESS_TIME_ZONE)).date()
+        self.today = datetime.now(UTC).astimezone(ZoneInfo(settings.business_time_zone)).date()
 
     def execute(self) -> JobOutcome:
         self.services.require("qbo", *(() if self.options.dry_run else ("graph",)))
-        waiting = self._waiting()
-        results = [self._handle(invoice) for invoice in waiting]
-        report = summary.build(results, self.settings.invoice_delivery, dry_run=self.options.dry_run)
-        failed = any(r.outcome in ("failed", "needs_review") for r in results)
+        try:
+            waiting = self._to_resend() if self.options.resend else self._waiting()
+        except errors.ReauthorizationRequired:
+            raise
+        except errors.ServiceError as exc:
+            raise errors.StartupError(f"cannot read the invoices waiting to be sent: {exc}") from None
+        stop = self.services.stop
+        with Claims(self.services.ledger, self.run_id, self.settings.claim_ttl_seconds, stop) as claims:
+            self.claims = claims
+            results = run_all(
+                waiting,
+                self._handle,
+                workers=self.settings.send_workers,
+                stop=stop,
+                grace_seconds=self.settings.stop_grace_seconds,
+                unfinished=self._stopped,
+                name="invoice",
+            )
+        report = summary.build(
+            results,
+            self.settings.invoice_delivery,
+            dry_run=self.options.dry_run,
+            stopped=stop.reason if stop.requested else "",
+        )
+        failed = any(r.outcome in (Outcome.FAILED, Outcome.NEEDS_REVIEW) for r in results)
         if self.options.dry_run:
             print(summary.dry_run_listing(results))
         elif report.worth_mailing:
             failed = not self.services.mail_bookkeeper(report.subject, report.html, report.text) or failed
         else:
             logger.info("nothing to send")
-        summary_data = {**report.as_dict(), "throttling": self.services.throttling()}
+        expiry = self.services.token_expiry_report(publish_metric=not self.options.dry_run)
+        summary_data = {**report.as_dict(), **expiry, "throttling": self.services.throttling()}
         return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, summary_data, report.table)
 
     def _waiting(self) -> list[dict]:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query
         filter, so recent invoices are queried by TxnDate and filtered here."""
         start = self.today - timedelta(days=self.settings.send_lookback_days)
-        invoices = self.services.qbo.invoices_between(start, self.today + timedelta(days=62))
+        invoices = self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
         waiting = [i for i in invoices if i.get("EmailStatus") == "NeedToSend"]
         if self.options.clients:
             wanted = set(self.options.clients)
-            waiting = [i for i in waiting if client_number(_customer(i)) in wanted]
+            waiting = [i for i in waiting if leading_client_number(_customer(i)) in wanted]
         logger.info("{n} invoice(s) waiting to be sent", n=len(waiting))
         return sorted(waiting, key=lambda i: (str(i.get("DocNumber") or ""), str(i["Id"])))
 
-    def _handle(self, invoice: dict) -> Delivery:
-        name = _customer(invoice)
-        result = Delivery(
+    def _to_resend(self) -> list[dict]:
+        """The one invoice of this system named by ``--resend`` (doc number or QBO id); refuses,
+        naming the candidates, when there is none or several (DESIGN §7)."""
+        wanted = str(self.options.resend).strip()
+        start = self.today - timedelta(days=self.settings.send_lookback_days)
+        ours = [
+            i
+            for i in self.services.qbo.invoices_between(start, self.today + FUTURE_TXN_DATE_WINDOW)
+            if find_marker(i.get("PrivateNote")) is not None
+        ]
+        found = [i for i in ours if wanted in (str(i.get("DocNumber") or ""), str(i["Id"]))]
+        if len(found) == 1:
+            logger.info("resending invoice {doc} on request", doc=wanted)
+            return found
+        near = [i for i in ours if wanted.casefold() in f"{i.get('DocNumber') or ''} {i['Id']}".casefold()]
+        named = (
+            ", ".join(f"{i.get('DocNumber') or '-'} (Id {i['Id']})" for i in (found or near)[:10]) or "none"
+        )
+        what = "several invoices match" if found else "no invoice of this system matches"
+        raise errors.StartupError(f"--resend {wanted}: {what} (candidates: {named})")
+
+    def _stopped(self, invoice: dict, started: bool) -> Delivery:
+        result = self._delivery(invoice)
+        reason = (
+            "stopped early while sending: the next run checks and finishes it"
+            if started
+            else "stopped early: not started"
+        )
+        return result.set(Outcome.FAILED, Reason.STOPPED, reason)
+
+    def _delivery(self, invoice: dict) -> Delivery:
+        return Delivery(
             invoice_id=str(invoice["Id"]),
             doc_number=str(invoice.get("DocNumber") or invoice["Id"]),
-            customer=name,
+            customer=_customer(invoice),
             amount=Decimal(str(invoice.get("TotalAmt", "0"))).quantize(Decimal("0.01")),
-            outcome="skipped",
+            outcome=Outcome.SKIPPED,
             to=((invoice.get("BillEmail") or {}).get("Address") or ""),
         )
+
+    def _handle(self, invoice: dict) -> Delivery:
+        result = self._delivery(invoice)
+        name = result.customer
         with logger.contextualize(invoice=result.doc_number):
-            if self.settings.is_excluded(client_number(name), name):
-                result.reason = "excluded customer"
-                return result
+            if not self.options.resend and self.settings.is_excluded(leading_client_number(name) or "", name):
+                return result.skip(Reason.EXCLUDED, "excluded customer")
             if not result.to:
-                result.reason = "no BillEmail: add the customer's email in QuickBooks"
-                return result
+                return result.skip(
+                    Reason.NO_BILL_EMAIL, "no BillEmail: add the customer's email in QuickBooks"
+                )
             if self.options.dry_run:
-                result.outcome, result.reason = "would_send", "dry run"
-                return result
+                return result.set(Outcome.WOULD_SEND, Reason.DRY_RUN, "dry run")
             try:
                 return self._deliver(invoice, result)
             except errors.ReauthorizationRequired:
                 raise
             except errors.ServiceError as exc:
                 logger.error("invoice {doc} not sent: {error}", doc=result.doc_number, error=str(exc))
-                result.outcome, result.reason = "failed", str(exc)
-                return result
+                return result.set(Outcome.FAILED, Reason.ERROR, str(exc))
+
+    def _delivery_key(self, result: Delivery) -> str:
+        """One delivery per invoice; a ``--resend`` is a delivery of its own, once per run."""
+        if self.options.resend:
+            return f"resend#{result.invoice_id}#{self.run_id}"
+        return f"send#{result.invoice_id}"
 
     def _deliver(self, invoice: dict, result: Delivery) -> Delivery:
-        ledger = self.services.ledger
-        key = f"send#{result.invoice_id}#{invoice.get('SyncToken', '0')}"
-        acquired, entry = ledger.claim(
-            key,
-            self.run_id,
-            request_id_for(key, "send"),
-            CLAIM_LEASE_SECONDS,
-            {
-                "invoice_id": result.invoice_id,
-                "doc_number": result.doc_number,
-                "mode": self.settings.invoice_delivery,
-            },
-        )
+        key = self._delivery_key(result)
+        attributes = {
+            "invoice_id": result.invoice_id,
+            "doc_number": result.doc_number,
+            "mode": self.settings.invoice_delivery,
+        }
+        acquired, entry = self.claims.take(key, request_id_for(key, "send"), attributes)
         if not acquired:
-            status = entry.status if entry else "unknown"
-            if status == "sent":
-                # Delivered, but QBO was not marked (that update failed last time): finish it now.
-                self._mark_sent(invoice, key)
-                result.reason = "already sent; QuickBooks status updated now"
-            elif status == "needs_review":
-                result.outcome = "needs_review"
-                result.reason = (
-                    str(entry.attributes.get("reason", "outcome unknown")) if entry else "outcome unknown"
-                )
-            else:
-                result.reason = f"claimed by another run ({status})"
-            return result
-        crashed = entry is not None and entry.previous_status == "claimed"
-        if crashed and not self._safe_to_resend(invoice, key, result):
+            return self._not_ours(invoice, key, entry, result)
+        if entry is not None and entry.attributes.get("stage") == "mailing" and not self._unsent(key, result):
             return result
         pdf: bytes | None = None
         if self.settings.invoice_delivery == "graph":
             try:
                 pdf = self.services.qbo.invoice_pdf(result.invoice_id)
+                self.services.graph.access_token()  # the token call, too, before "mailing" is noted
             except errors.ServiceError as exc:  # nothing was sent: the next run tries again
-                ledger.record(key, self.run_id, "failed", {"reason": f"PDF not available: {exc}"})
+                self.claims.record(key, "failed", {"reason": f"not mailed: {exc}"})
                 raise
-        attempt = int((entry.attributes.get("send_attempt") if entry else 0) or 0)
-        try:
-            self._send(invoice, key, result, pdf, attempt)
-        except (errors.TransportError, errors.ServerError) as exc:
-            if self.settings.invoice_delivery == "graph":
-                # The mail service may have accepted it before the connection broke: do not resend.
-                reason = (
-                    f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+        attempt = attempt_of(entry, "send")
+        request_id = request_id_of(key, "send", entry)  # a new one only after a definite failure
+        # One path for a mail whose outcome is unknown, whether this run lost the answer or an
+        # earlier run died: the claim says stage=mailing, and in qbo mode the invoice is read in QBO
+        # (``_shows_delivery``) before any further send; QBO's /send itself is never replayed by the
+        # session. Graph mode has nothing to read, so a person checks (needs_review).
+        for sends in range(1, MAX_QBO_SENDS + 1):
+            self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
+            try:
+                self._send(invoice, key, result, pdf, request_id)
+                break
+            except (errors.TransportError, errors.ServerError) as exc:
+                if self.settings.invoice_delivery == "graph":
+                    # The mail service may have accepted it before the connection broke: do not resend.
+                    reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+                    self.claims.record(key, "needs_review", {"reason": reason})
+                    return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+                if self._shows_delivery(result):
+                    logger.info(
+                        "QBO mailed invoice {doc} despite the error ({error})",
+                        doc=result.doc_number,
+                        error=str(exc),
+                    )
+                    break
+                if sends == MAX_QBO_SENDS:
+                    # stage stays "mailing": the next run reads the invoice in QBO before sending again
+                    self.claims.record(key, "failed", {"reason": str(exc)})
+                    raise
+                logger.info(
+                    "QBO did not mail invoice {doc} ({error}); sending again",
+                    doc=result.doc_number,
+                    error=str(exc),
                 )
-                ledger.record(key, self.run_id, "needs_review", {"reason": reason})
-                result.outcome, result.reason = "needs_review", reason
-                return result
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc)})
-            raise
-        except errors.ServiceError as exc:
-            # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
-            moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
-            ledger.record(key, self.run_id, "failed", {"reason": str(exc), **moved_on})
-            raise
-        ledger.record(key, self.run_id, "sent", {"to": result.to})
-        result.outcome = "sent"
+            except errors.ServiceError as exc:  # refused (4xx): nothing went out
+                # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
+                moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
+                self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
+                raise
+        self.claims.record(key, "sent", {"to": result.to})
+        result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
             try:
                 self._mark_sent(invoice, key)
@@ -184,31 +239,53 @@ class SendRun:
         logger.info("sent invoice {doc} to {to}", doc=result.doc_number, to=result.to)
         return result
 
-    def _safe_to_resend(self, invoice: dict, key: str, result: Delivery) -> bool:
-        """A previous run claimed this delivery and died. In qbo mode QBO's own record tells whether
-        the mail went out; in graph mode nothing does, so a person must check."""
+    def _not_ours(self, invoice: dict, key: str, entry: LedgerEntry | None, result: Delivery) -> Delivery:
+        """The delivery was claimed by another run: finished (sent, needs a person) or still live."""
+        status = entry.status if entry else "unknown"
+        if status == "sent":
+            # Delivered before; QBO still says NeedToSend (the mark failed, or a person reset it).
+            self._mark_sent(invoice, key)
+            return result.skip(
+                Reason.ALREADY_SENT,
+                f"already sent; QuickBooks marked EmailSent again (to mail it again: --resend {result.doc_number})",
+            )
+        if status == "needs_review":
+            reason = str(entry.attributes.get("reason", "outcome unknown")) if entry else "outcome unknown"
+            return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+        return result.set(
+            Outcome.FAILED,
+            Reason.CLAIMED_BY_ANOTHER_RUN,
+            f"another run is still sending it ({status}); the next run checks it",
+        )
+
+    def _unsent(self, key: str, result: Delivery) -> bool:
+        """An earlier attempt reached the mail call and its outcome is unknown (its run died, or
+        the call failed without an answer). In qbo mode QBO's own record tells whether the mail
+        went out; in graph mode nothing does, so a person must check."""
         if self.settings.invoice_delivery == "qbo":
-            current = self.services.qbo.get_invoice(result.invoice_id)
-            if current.get("EmailStatus") == "EmailSent" or current.get("DeliveryInfo"):
-                self.services.ledger.record(key, self.run_id, "sent", {"recovered": True})
-                result.outcome, result.reason = (
-                    "skipped",
-                    "already sent by an interrupted run (confirmed in QBO)",
-                )
+            if self._shows_delivery(result):
+                self.claims.record(key, "sent", {"recovered": True})
+                result.skip(Reason.ALREADY_SENT, "already sent by an interrupted run (confirmed in QBO)")
                 return False
             return True
         reason = (
             "an earlier run stopped while sending this invoice by mail; check the Sent Items of "
-            f"{self.settings.sender_email} and, if it went out, mark it sent in QuickBooks; otherwise "
-            "delete the ledger item and the next run will send it"
+            f"{self.settings.sender_email}: if it went out, mark it sent in QuickBooks; if not, run "
+            f"--resend {result.doc_number}"
         )
-        self.services.ledger.record(key, self.run_id, "needs_review", {"reason": reason})
-        result.outcome, result.reason = "needs_review", reason
+        self.claims.record(key, "needs_review", {"reason": reason})
+        result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
         return False
 
-    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None, attempt: int) -> None:
+    def _shows_delivery(self, result: Delivery) -> bool:
+        """Whether QBO shows the invoice mailed (EmailSent, or any DeliveryInfo). Errs towards
+        "mailed": a missed mail is fixed with --resend, a double mail cannot be taken back."""
+        current = self.services.qbo.get_invoice(result.invoice_id)
+        return current.get("EmailStatus") == "EmailSent" or bool(current.get("DeliveryInfo"))
+
+    def _send(self, invoice: dict, key: str, result: Delivery, pdf: bytes | None, request_id: str) -> None:
         if pdf is None:
-            self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send", attempt))
+            self.services.qbo.send_invoice(result.invoice_id, request_id)
             return
         cc = [a for a in [(invoice.get("BillEmailCc") or {}).get("Address")] if a]
         bcc = [a for a in [(invoice.get("BillEmailBcc") or {}).get("Address")] if a]
@@ -231,9 +308,9 @@ class SendRun:
         )
 
     def _archive(self, invoice: dict, result: Delivery, pdf: bytes | None) -> str:
-        match = _MARKER.search(invoice.get("PrivateNote") or "")
+        marker = find_marker(invoice.get("PrivateNote"))
         period = (
-            match.group(2) if match else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
+            marker.period if marker else str(invoice.get("TxnDate", ""))[:7] or self.today.strftime("%Y-%m")
         )
         parts = [
             period,

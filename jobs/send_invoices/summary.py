@@ -7,15 +7,10 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from integrations.report import Section, money, render_html, render_text
-
-if TYPE_CHECKING:
-    from send_invoices.job import Delivery
-
-# Reasons that are configuration, not news: they alone do not make a mail worth sending.
-_QUIET_REASONS = ("excluded customer", "dry run")
+from integrations.report import Section, money, render_html, render_text, stopped_sections
+from send_invoices.results import QUIET_REASONS, Delivery, Outcome
 
 
 @dataclass
@@ -33,45 +28,24 @@ class Report:
     delivery: str = "qbo"
 
 
-def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) -> Report:
-    sent = [r for r in results if r.outcome in ("sent", "would_send")]
-    review = [r for r in results if r.outcome == "needs_review"]
-    failed = [r for r in results if r.outcome == "failed"]
-    skipped = [r for r in results if r.outcome == "skipped"]
-    noteworthy_skips = [r for r in skipped if r.reason not in _QUIET_REASONS]
+def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False, stopped: str = "") -> Report:
+    sent = [r for r in results if r.outcome in (Outcome.SENT, Outcome.WOULD_SEND)]
+    review = [r for r in results if r.outcome is Outcome.NEEDS_REVIEW]
+    failed = [r for r in results if r.outcome is Outcome.FAILED]
+    skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
+    warnings = [f"{r.doc_number} ({r.customer}): {r.warning}" for r in results if r.warning]
     total = sum((r.amount for r in sent), Decimal("0"))
     sections = [
-        Section(
-            f"{'Would send' if dry_run else 'Sent'} ({len(sent)})",
-            ("Invoice", "Customer", "To", "Amount"),
-            [(r.doc_number, r.customer, r.to, money(r.amount)) for r in sent],
-            numeric={"Amount"},
-            note=f"Delivered {'by QuickBooks' if delivery == 'qbo' else 'by mail with the PDF attached'}."
-            if sent
-            else "",
-        ),
-        Section(
-            f"Needs a person to check ({len(review)})",
-            ("Invoice", "Customer", "Why"),
-            [(r.doc_number, r.customer, r.reason) for r in review],
-        ),
-        Section(
-            f"Failed ({len(failed)})",
-            ("Invoice", "Customer", "Reason"),
-            [(r.doc_number, r.customer, r.reason) for r in failed],
-        ),
-        Section(
-            f"Skipped ({len(skipped)})",
-            ("Invoice", "Customer", "Reason"),
-            [(r.doc_number, r.customer, r.reason) for r in skipped],
-        ),
+        *stopped_sections(stopped),
+        _sent_section(sent, delivery, dry_run),
+        _invoice_section(f"Needs a person to check ({len(review)})", "Why", review),
+        _invoice_section(f"Failed ({len(failed)})", "Reason", failed),
+        _invoice_section(f"Skipped ({len(skipped)})", "Reason", skipped),
+        *([Section(f"Warnings ({len(warnings)})", lines=warnings)] if warnings else []),
     ]
-    warnings = [f"{r.doc_number} ({r.customer}): {r.warning}" for r in results if r.warning]
-    if warnings:
-        sections.append(Section(f"Warnings ({len(warnings)})", lines=warnings))
     counts = {
-        "sent": sum(r.outcome == "sent" for r in results),
-        "would_send": sum(r.outcome == "would_send" for r in results),
+        "sent": sum(r.outcome is Outcome.SENT for r in results),
+        "would_send": sum(r.outcome is Outcome.WOULD_SEND for r in results),
         "needs_review": len(review),
         "failed": len(failed),
         "skipped": len(skipped),
@@ -81,25 +55,47 @@ def build(results: Sequence[Delivery], delivery: str, *, dry_run: bool = False) 
     subject = f"[QBO invoices] sent {len(sent)} ({money(total)})"
     if failed or review:
         subject += f", {len(failed) + len(review)} NEED ATTENTION"
+    if stopped:
+        subject = subject.replace("[QBO invoices]", "[QBO invoices] STOPPED EARLY:", 1)
+    noteworthy_skips = [r for r in skipped if r.code not in QUIET_REASONS]
     return Report(
         subject=subject,
         html=render_html(heading, intro, sections),
         text=render_text(heading, intro, sections),
-        table=[
-            {
-                "invoice": r.doc_number,
-                "customer": r.customer,
-                "outcome": r.outcome,
-                "to": r.to,
-                "amount": str(r.amount),
-                "reason": r.reason or r.warning,
-            }
-            for r in results
-        ],
+        table=[_table_row(r) for r in results],
         counts=counts,
-        worth_mailing=bool(sent or review or failed or noteworthy_skips or warnings) and not dry_run,
+        worth_mailing=bool(sent or review or failed or noteworthy_skips or warnings or stopped)
+        and not dry_run,
         delivery=delivery,
     )
+
+
+def _sent_section(sent: Sequence[Delivery], delivery: str, dry_run: bool) -> Section:
+    how = "by QuickBooks" if delivery == "qbo" else "by mail with the PDF attached"
+    return Section(
+        f"{'Would send' if dry_run else 'Sent'} ({len(sent)})",
+        ("Invoice", "Customer", "To", "Amount"),
+        [(r.doc_number, r.customer, r.to, money(r.amount)) for r in sent],
+        numeric={"Amount"},
+        note=f"Delivered {how}." if sent else "",
+    )
+
+
+def _invoice_section(title: str, why: str, results: Sequence[Delivery]) -> Section:
+    return Section(
+        title, ("Invoice", "Customer", why), [(r.doc_number, r.customer, r.reason) for r in results]
+    )
+
+
+def _table_row(r: Delivery) -> dict[str, str]:
+    return {
+        "invoice": r.doc_number,
+        "customer": r.customer,
+        "outcome": str(r.outcome),
+        "to": r.to,
+        "amount": str(r.amount),
+        "reason": r.reason or r.warning,
+    }
 
 
 def dry_run_listing(results: Sequence[Delivery]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from botocore.exceptions import (
 )
 from loguru import logger
 
-from integrations import errors
+from integrations import errors, token_expiry
 from integrations.config import Settings
 from integrations.logging import mask, register_secret
 from integrations.models import ClientRecord, InvalidRecord
@@ -48,13 +49,19 @@ BOTO_CONFIG = Config(
 
 # Secret fields that identify an account rather than authenticate to it. They are not masked:
 # masking "environment": "sandbox" would hide every mention of the word in every log line.
-IDENTIFIER_FIELDS = frozenset({"environment", "realm_id", "team_id", "tenant_id"})
+# Secret fields that are not secret (ids, the environment, the QBO refresh token's expiry dates):
+# masking them would hide "realm 9130..." or "expires 2031-11-29" from the people who need to read it.
+IDENTIFIER_FIELDS = frozenset(
+    {"environment", "realm_id", "team_id", "tenant_id", token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT}
+)
 
-# A run that holds a ledger claim longer than this is presumed dead, and its claim may be taken
-# over (the stored QBO requestid goes with it, so the takeover cannot duplicate the write).
-CLAIM_LEASE_SECONDS = 30 * 60
+# A claim whose lease ran out belongs to a dead run and may be taken over (the stored QBO
+# requestid goes with it, so the takeover cannot duplicate the write). A live run renews the
+# leases of the claims it holds from a heartbeat thread (integrations.claims): the lease is short.
+CLAIM_LEASE_SECONDS = 60
+DOCUMENT_CHUNK_BYTES = 300_000  # DynamoDB items hold at most 400 KB
 
-LEDGER_STATUSES = frozenset({"created", "sent", "failed", "needs_review", "skipped"})
+LEDGER_STATUSES = frozenset({"claimed", "created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
 
 
@@ -77,6 +84,11 @@ class AwsClients:
 def aws_clients(settings: Settings) -> AwsClients:
     """Build the clients for ``settings.aws_region``; boto3 itself honours AWS_ENDPOINT_URL (sandbox)."""
     session = boto3.session.Session(region_name=settings.aws_region)
+    if session.get_credentials() is None:  # else the first call fails deep inside a job, as a traceback
+        raise errors.StartupError(
+            "no AWS credentials found (environment, ~/.aws, SSO or the ECS task role); "
+            "set AWS_PROFILE or run inside the task, or use ENV=sandbox"
+        )
     return AwsClients(
         secrets=session.client("secretsmanager", config=BOTO_CONFIG),
         dynamodb=session.resource("dynamodb", config=BOTO_CONFIG),
@@ -453,10 +465,7 @@ class Ledger:
             "#attempts = if_not_exists(#attempts, :zero) + :one",
         ]
         if attrs:
-            for index, (name, value) in enumerate(attrs.items()):
-                names[f"#a{index}"] = name
-                values[f":a{index}"] = value
-                sets.append(f"#attrs.#a{index} = :a{index}")
+            sets += _attribute_updates(attrs, names, values)
         else:
             values[":empty"] = {}
             sets.append("#attrs = if_not_exists(#attrs, :empty)")
@@ -505,11 +514,7 @@ class Ledger:
         }
         values: dict[str, Any] = {":status": status, ":run": run_id, ":now": _iso(self._clock())}
         sets = ["#s = :status", "#updated = :now"]
-        for index, (name, value) in enumerate(_to_dynamo(dict(attributes or {})).items()):
-            names["#attrs"] = "attributes"
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = value
-            sets.append(f"#attrs.#a{index} = :a{index}")
+        sets += _attribute_updates(_to_dynamo(dict(attributes or {})), names, values)
         try:
             self._table.update_item(
                 Key={"pk": key},
@@ -536,6 +541,88 @@ class Ledger:
             ) from None
         except BotoCoreError as exc:
             raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+
+    def renew(self, key: str, run_id: str, lease_seconds: float) -> bool:
+        """Extend the lease of a claim this run still holds; False when it no longer does."""
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET #lease = :lease",
+                ConditionExpression="#run = :run AND #s = :claimed",
+                ExpressionAttributeNames={"#lease": "lease_expires_at", "#run": "run_id", "#s": "status"},
+                ExpressionAttributeValues={
+                    ":lease": _epoch(self._clock() + timedelta(seconds=lease_seconds)),
+                    ":run": run_id,
+                    ":claimed": "claimed",
+                },
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        return True
+
+    def annotate(self, key: str, status: str, attributes: Mapping[str, Any]) -> bool:
+        """Merge ``attributes`` into a finished row (status ``status``) without holding a claim, e.g.
+        to note that a later run archived a created invoice's usage file. False when the row is not
+        (or no longer) in that status."""
+        names = {"#s": "status", "#updated": "updated_at"}
+        values: dict[str, Any] = {":status": status, ":now": _iso(self._clock())}
+        sets = ["#updated = :now", *_attribute_updates(_to_dynamo(dict(attributes)), names, values)]
+        try:
+            self._table.update_item(
+                Key={"pk": key},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#s = :status",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        except BotoCoreError as exc:
+            raise aws_error("dynamodb", f"UpdateItem {key}", exc) from None
+        return True
+
+    # -- documents (what a run must be able to reproduce later, e.g. a usage CSV)
+
+    def put_document(self, key: str, content: bytes, retain_days: int = 400) -> None:
+        """Store ``content`` (compressed, in chunks under DynamoDB's 400 KB item limit) as
+        ``doc#<key>#<n>``, replacing an older copy."""
+        packed = zlib.compress(content, 9)
+        chunks = [
+            packed[i : i + DOCUMENT_CHUNK_BYTES] for i in range(0, len(packed), DOCUMENT_CHUNK_BYTES)
+        ] or [b""]
+        expires = _epoch_int(self._clock() + timedelta(days=retain_days))
+        for index, chunk in enumerate(chunks):
+            item = {"pk": f"doc#{key}#{index}", "status": "document", "data": chunk, "expires_at": expires}
+            if index == 0:
+                item["chunks"] = len(chunks)
+            try:
+                self._table.put_item(Item=item)
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error("dynamodb", f"PutItem doc#{key}#{index}", exc) from None
+
+    def get_document(self, key: str) -> bytes | None:
+        """The content stored by ``put_document``, or None when there is none (or it is incomplete)."""
+        parts: list[bytes] = []
+        count = 1
+        index = 0
+        while index < count:
+            try:
+                item = self._table.get_item(Key={"pk": f"doc#{key}#{index}"}, ConsistentRead=True).get("Item")
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error("dynamodb", f"GetItem doc#{key}#{index}", exc) from None
+            if item is None:
+                return None
+            if index == 0:
+                count = int(item.get("chunks", 1))
+            parts.append(bytes(item["data"]))
+            index += 1
+        return zlib.decompress(b"".join(parts))
 
     # -- lease locks
 
@@ -644,21 +731,28 @@ def _to_dynamo(value: Any) -> Any:
     return str(value)
 
 
+def _attribute_updates(attrs: Mapping[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
+    """SET actions that merge ``attrs`` into the row's ``attributes`` map, one key at a time (so
+    keys written by earlier runs stay); adds the placeholders they use to ``names``/``values``."""
+    actions = []
+    for index, (name, value) in enumerate(attrs.items()):
+        names["#attrs"] = "attributes"
+        names[f"#a{index}"] = name
+        values[f":a{index}"] = value
+        actions.append(f"#attrs.#a{index} = :a{index}")
+    return actions
+
+
 # --------------------------------------------------------------------------- metric
 
 
-def publish_run_metric(settings: Settings, job_name: str, failed: bool, *, cloudwatch: Any = None) -> None:
+def publish_run_metric(cloudwatch: Any, namespace: str, job_name: str, failed: bool) -> None:
     """Publish RunCompleted=1 and RunFailed=0/1 for ``job_name``; the missed-run alarm needs them."""
-    if not settings.metrics_namespace:
-        return
-    client = cloudwatch or boto3.session.Session(region_name=settings.aws_region).client(
-        "cloudwatch", config=BOTO_CONFIG
-    )
     dimensions = [{"Name": "Job", "Value": job_name}]
     now = utcnow()
     try:
-        client.put_metric_data(
-            Namespace=settings.metrics_namespace,
+        cloudwatch.put_metric_data(
+            Namespace=namespace,
             MetricData=[
                 {
                     "MetricName": "RunCompleted",
@@ -677,7 +771,7 @@ def publish_run_metric(settings: Settings, job_name: str, failed: bool, *, cloud
             ],
         )
     except (ClientError, BotoCoreError) as exc:
-        raise aws_error("cloudwatch", f"PutMetricData {settings.metrics_namespace}", exc) from None
+        raise aws_error("cloudwatch", f"PutMetricData {namespace}", exc) from None
 
 
 def _credentials(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,16 @@ from typing import Any
 
 from loguru import logger
 
-from integrations import errors
+from integrations import aws, errors
 from integrations.config import Settings, load_settings
+from integrations.identifiers import is_client_number
+from integrations.lifecycle import signal_received, stop_on_signals
 from integrations.logging import mask, setup_logging
+from integrations.services import Services
+from integrations.services import connect as connect_services
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CANNOT_START = 0, 1, 2
-JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices"}
+JOBS = {"--create-invoices": "create-invoices", "--send-invoices": "send-invoices", "--check": "check"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class JobOptions:
     dry_run: bool = False
     period: str | None = None  # YYYY-MM
     clients: tuple[str, ...] = ()
+    resend: str | None = None  # send: deliver this invoice (doc number or id) again, on purpose
 
 
 @dataclass
@@ -48,11 +53,7 @@ class JobOutcome:
     table: list[dict[str, str]] = field(default_factory=list)
 
 
-class StartupError(errors.InvoiceProcessorError):
-    """The run cannot start (for example an unreadable secret). Exit code 2."""
-
-
-JobFunction = Callable[[Settings, JobOptions], JobOutcome]
+JobFunction = Callable[[Settings, JobOptions, "Services"], JobOutcome]
 
 
 def _period(value: str) -> str:
@@ -62,7 +63,7 @@ def _period(value: str) -> str:
 
 
 def _client(value: str) -> str:
-    if not re.fullmatch(r"\d{3,10}", value):
+    if not is_client_number(value):
         raise argparse.ArgumentTypeError(f"--client takes a client number like 10002 (got {value!r})")
     return value
 
@@ -76,20 +77,40 @@ def parse_args(argv: Sequence[str]) -> tuple[str, JobOptions]:
     which.add_argument(
         "--send-invoices", action="store_true", help="daily: deliver invoices waiting to be sent"
     )
+    which.add_argument(
+        "--check", action="store_true", help="read-only preflight of this deployment (make doctor)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="compute and print everything, write nothing")
     parser.add_argument("--period", type=_period, help="billing month YYYY-MM (create; default: last month)")
     parser.add_argument(
         "--client", type=_client, action="append", default=[], help="only this client (repeatable)"
     )
+    parser.add_argument(
+        "--resend",
+        metavar="DOC_NUMBER",
+        help="send: mail this invoice of this system again (doc number or QBO id), whatever its status",
+    )
     args = parser.parse_args(list(argv))
-    job = "create-invoices" if args.create_invoices else "send-invoices"
-    return job, JobOptions(dry_run=args.dry_run, period=args.period, clients=tuple(args.client))
+    job = next(name for flag, name in JOBS.items() if getattr(args, flag[2:].replace("-", "_")))
+    if args.resend is not None and job != "send-invoices":
+        parser.error("--resend goes with --send-invoices")
+    if args.resend is not None and not args.resend.strip():
+        parser.error("--resend needs a doc number or invoice id")
+    return job, JobOptions(
+        dry_run=args.dry_run, period=args.period, clients=tuple(args.client), resend=args.resend
+    )
 
 
 def load_job(name: str) -> JobFunction:
+    if name == "check":  # the preflight lives in this library; the jobs are found as plugins
+        from integrations.doctor import run as check
+
+        return check
     found = {ep.name: ep for ep in entry_points(group="invoice_processor.jobs")}
     if name not in found:
-        raise StartupError(f"job {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})")
+        raise errors.StartupError(
+            f"job {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})"
+        )
     return found[name].load()
 
 
@@ -106,7 +127,10 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 
 def run(
-    argv: Sequence[str], env: Mapping[str, str], job_loader: Callable[[str], JobFunction] = load_job
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    job_loader: Callable[[str], JobFunction] = load_job,
+    connect: Callable[[Settings], Services] = connect_services,
 ) -> int:
     """Run one job; return the process exit code. Never raises."""
     started = time.monotonic()
@@ -117,6 +141,7 @@ def run(
         return EXIT_OK if exc.code == 0 else EXIT_CANNOT_START
     outcome: JobOutcome
     settings: Settings | None = None
+    services: Services | None = None
     try:
         settings = load_settings(env)
         setup_logging(settings.log_format, settings.log_level)
@@ -128,18 +153,20 @@ def run(
             period=options.period,
             clients=",".join(options.clients) or "all",
         )
-        outcome = job(settings, options)
+        services = connect(settings)
+        with stop_on_signals(services.stop):
+            outcome = job(settings, options, services)
     except errors.ConfigError as exc:
         logger.error(str(exc))
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
     except errors.ReauthorizationRequired as exc:
         message = (
-            f"{exc}. QuickBooks needs to be reconnected: run the OAuth consent flow for the app, then store "
-            "the new refresh token in the QBO secret (field refresh_token) and re-run this job."
+            f"{exc}. QuickBooks needs to be reconnected: run `make qbo-auth ENV=aws` (it stores the new "
+            "refresh token in the QBO secret), then re-run this job."
         )
         logger.error(message)
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": message})
-    except StartupError as exc:
+    except errors.StartupError as exc:
         logger.error("cannot start: {error}", error=str(exc))
         outcome = JobOutcome(EXIT_CANNOT_START, {"error": str(exc)})
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never crash silently
@@ -168,22 +195,33 @@ def run(
             logger.error(
                 "could not write the summary file {path}: {error}", path=env["SUMMARY_PATH"], error=str(exc)
             )
-    if settings is not None and not options.dry_run and outcome.exit_code != EXIT_CANNOT_START:
-        _publish_metric(settings, job_name, outcome)
+    if job_name == "check" and outcome.table:  # the preflight's answer is its table
+        print(format_table(outcome.table))
+    writes = not options.dry_run and job_name != "check"  # the preflight writes nothing
+    if services is not None and writes and outcome.exit_code != EXIT_CANNOT_START:
+        _publish_metric(services, job_name, outcome)
     return outcome.exit_code
 
 
-def _publish_metric(settings: Settings, job_name: str, outcome: JobOutcome) -> None:
+def _publish_metric(services: Services, job_name: str, outcome: JobOutcome) -> None:
     """Tell CloudWatch the run completed; the missed-run alarm fires when this stops arriving."""
-    if not settings.metrics_namespace:
+    namespace = services.settings.metrics_namespace
+    if not namespace:
         return
     try:
-        from integrations.aws import publish_run_metric
-
-        publish_run_metric(settings, job_name, failed=outcome.exit_code != EXIT_OK)
+        aws.publish_run_metric(
+            services.aws.cloudwatch, namespace, job_name, failed=outcome.exit_code != EXIT_OK
+        )
     except Exception as exc:  # noqa: BLE001 - a metric must not turn a good run into a failed one
         logger.warning("could not publish the run metric: {error}", error=str(exc))
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:], os.environ))
+    code = run(sys.argv[1:], os.environ)
+    if signal_received():
+        # Told to stop: the summary and mail are out; calls still in flight were abandoned on
+        # purpose (the next run takes their claims over), so do not wait for their threads.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -13,6 +13,7 @@ HTTP_MAX_RETRY_AFTER_SECONDS) and counts the wait; a 429 that outlasts the budge
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +21,16 @@ import requests
 from loguru import logger
 
 from integrations import errors, http
+from integrations.config import required_fields
 from integrations.logging import register_secret
 from integrations.models import Member, TimeEntry
 
 SERVICE = "clickup"
+# The numeric ``role`` of a workspace member in ``GET /team``. NOT FOUND in our reference notes: the
+# codes come from ClickUp's API model as third-party clients use it (1 owner, 2 admin, 3 member,
+# 4 guest). Anything else, or no role at all, counts as "may not bill".
+ROLE_NAMES = {1: "owner", 2: "admin", 3: "member", 4: "guest"}
+BILLING_ROLES = frozenset({1, 2})
 WINDOW = timedelta(days=7)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -43,6 +50,34 @@ def to_ms(moment: datetime) -> int:
 
 def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass(frozen=True)
+class TokenRole:
+    """Who the API token belongs to and what that user may do in our workspace."""
+
+    team_id: str
+    team_name: str
+    user_id: str
+    username: str
+    role: int | None
+
+    @property
+    def role_name(self) -> str:
+        return ROLE_NAMES.get(self.role, "unknown") if self.role is not None else "unknown"
+
+    @property
+    def may_bill(self) -> bool:
+        """Only owners and admins may read every member's time (``assignee``); anyone else may
+        silently get only their own time, which would under-bill (issue 11.13)."""
+        return self.role in BILLING_ROLES
+
+    def refusal(self) -> str:
+        return (
+            f"the ClickUp token belongs to {self.username or self.user_id}, a {self.role_name} of workspace "
+            f"{self.team_name or self.team_id}; only an owner or admin sees everyone's time. Make that user "
+            "an admin, or store an owner's or admin's personal token (api_token) in the ClickUp secret"
+        )
 
 
 class ClickUpClient:
@@ -72,9 +107,35 @@ class ClickUpClient:
         )
         return http.json_body(response, SERVICE, operation)
 
-    def members(self) -> list[Member]:
-        """Members of our workspace, from ``GET /team`` (the workspaces this token can see)."""
-        operation = "GET /team"
+    def token_role(self) -> TokenRole:
+        """The token user's role in our workspace: ``GET /user`` names the user, ``GET /team`` their role."""
+        body = self._get("/user", "GET /user")
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, dict) or user.get("id") in (None, ""):
+            raise errors.GarbledResponse(SERVICE, "GET /user", "reply has no user.id")
+        user_id = str(user["id"])
+        team = self._team("GET /team")
+        member = next(
+            (
+                m["user"]
+                for m in team.get("members") or []
+                if isinstance(m, dict)
+                and isinstance(m.get("user"), dict)
+                and str(m["user"].get("id")) == user_id
+            ),
+            {},
+        )
+        role = member.get("role")
+        return TokenRole(
+            team_id=self.team_id,
+            team_name=str(team.get("name") or ""),
+            user_id=user_id,
+            username=str(user.get("username") or ""),
+            role=role if isinstance(role, int) and not isinstance(role, bool) else None,
+        )
+
+    def _team(self, operation: str) -> dict[str, Any]:
+        """Our workspace from ``GET /team`` (the workspaces this token can see)."""
         body = self._get("/team", operation)
         teams = body.get("teams") if isinstance(body, dict) else None
         if not isinstance(teams, list):
@@ -88,6 +149,12 @@ class ClickUpClient:
                 f"workspace {self.team_id} is not visible to this token (visible: {visible}); "
                 "check team_id in the ClickUp secret",
             )
+        return team
+
+    def members(self) -> list[Member]:
+        """Members of our workspace, from ``GET /team`` (the workspaces this token can see)."""
+        operation = "GET /team"
+        team = self._team(operation)
         members: list[Member] = []
         for index, raw in enumerate(team.get("members") or []):
             user = raw.get("user") if isinstance(raw, dict) else None
@@ -132,8 +199,8 @@ class ClickUpClient:
             if not isinstance(data, list):
                 raise errors.GarbledResponse(SERVICE, operation, "reply has no 'data' list")
             for index, raw in enumerate(data):
-                entry = _time_entry(raw, index, operation)
-                if start_ms <= to_ms(entry.start) < end_ms:
+                entry = _time_entry(raw, index, operation, window_start)
+                if entry.problem is not None or start_ms <= to_ms(entry.start) < end_ms:
                     found.setdefault(entry.id, entry)
             window_start = window_end
         entries = sorted(found.values(), key=lambda e: (e.start, e.id))
@@ -141,7 +208,11 @@ class ClickUpClient:
         return entries
 
 
-def _int_field(raw: Mapping[str, Any], name: str, entry_id: str, operation: str) -> int | None:
+class _BadField(ValueError):
+    """A field of one time entry that cannot be read: that entry is unusable, the others are fine."""
+
+
+def _int_field(raw: Mapping[str, Any], name: str) -> int | None:
     """ClickUp sends these as strings or numbers: accept both, reject anything else."""
     value = raw.get(name)
     if value is None or value == "":
@@ -151,30 +222,43 @@ def _int_field(raw: Mapping[str, Any], name: str, entry_id: str, operation: str)
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise errors.GarbledResponse(
-            SERVICE, operation, f"time entry {entry_id}: field {name!r} is not a whole number"
-        ) from None
+        raise _BadField(f"field {name!r} is not a whole number ({str(value)[:40]!r})") from None
 
 
 def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
+def _time_entry(raw: Any, index: int, operation: str, window_start: datetime) -> TimeEntry:
+    """One entry as sent. A malformed one comes back with ``problem`` set (and its location, so it
+    fails only its own client) instead of failing the whole request."""
     if not isinstance(raw, dict):
         raise errors.GarbledResponse(SERVICE, operation, f"time entry #{index} is not an object")
-    entry_id = _str_or_none(raw.get("id"))
-    if entry_id is None:
-        raise errors.GarbledResponse(SERVICE, operation, f"time entry #{index}: field 'id' is missing")
-    start = _int_field(raw, "start", entry_id, operation)
-    if start is None:
-        raise errors.GarbledResponse(SERVICE, operation, f"time entry {entry_id}: field 'start' is missing")
-    duration = _int_field(raw, "duration", entry_id, operation)
-    if duration is None:
-        raise errors.GarbledResponse(
-            SERVICE, operation, f"time entry {entry_id}: field 'duration' is missing"
-        )
-    end = _int_field(raw, "end", entry_id, operation)  # running timers: missing or 0
+    entry_id = _str_or_none(raw.get("id")) or f"(no id, #{index} of the page)"
+    problems: list[str] = []
+
+    def number(name: str, required: bool) -> int | None:
+        try:
+            value = _int_field(raw, name)
+        except _BadField as exc:
+            problems.append(str(exc))
+            return None
+        if value is None and required:
+            problems.append(f"field {name!r} is missing")
+        return value
+
+    start, duration = number("start", True), number("duration", True)
+    end = number("end", False)  # running timers: missing or 0
+    for name, value in (("start", start), ("end", end)):
+        if value and not 0 <= value < 253_402_300_800_000:  # before year 10000
+            problems.append(f"field {name!r} is not a plausible time ({value})")
+            start, end = (None, end) if name == "start" else (start, None)
+    if raw.get("id") in (None, ""):
+        problems.append("field 'id' is missing")
+    if end and duration is not None and duration < 0:
+        problems.append(f"a finished entry (it has an end) with a negative duration ({duration} ms)")
+    if end and start is not None and end < start:
+        problems.append("its end is before its start")
     user = raw.get("user") if isinstance(raw.get("user"), dict) else {}
     task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
     location = raw.get("task_location") if isinstance(raw.get("task_location"), dict) else {}
@@ -186,9 +270,9 @@ def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
         user_id=_str_or_none(user.get("id")) or "",
         user_name=str(user.get("username") or user.get("email") or ""),
         billable=bool(billable),
-        start=from_ms(start),
+        start=from_ms(start) if start is not None else window_start,
         end=from_ms(end) if end else None,
-        duration_ms=duration,
+        duration_ms=duration if duration is not None and not problems else 0,
         task_id=_str_or_none(task.get("id")),
         task_name=_str_or_none(task.get("name")),
         description=str(raw.get("description") or ""),
@@ -198,6 +282,7 @@ def _time_entry(raw: Any, index: int, operation: str) -> TimeEntry:
         space_name=_str_or_none(location.get("space_name")),
         folder_name=_str_or_none(location.get("folder_name")),
         list_name=_str_or_none(location.get("list_name")),
+        problem="; ".join(problems) or None,
     )
 
 
@@ -205,33 +290,6 @@ def build_clickup(settings: Any, secret: Mapping[str, Any]) -> ClickUpClient:
     """Client from Settings and the ClickUp secret (``api_token``, ``team_id``)."""
     if isinstance(secret, Mapping):
         register_secret(secret.get("api_token"))
-    values = _required_fields(secret, ("api_token", "team_id"), settings.clickup_secret_name)
-    session = http.build_session(
-        SERVICE,
-        timeout=settings.timeout_for(SERVICE),
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
-        per_minute=100,  # ClickUp's limit per token
-    )
+    values = required_fields(secret, ("api_token", "team_id"), settings.clickup_secret_name)
+    session = http.session_for(SERVICE, settings, per_minute=100)  # ClickUp's limit per token
     return ClickUpClient(session, values["api_token"], values["team_id"], settings.clickup_base_url)
-
-
-def _required_fields(secret: Any, fields: Sequence[str], secret_name: str) -> dict[str, str]:
-    """The named fields as non-empty strings; ConfigError names what is missing, never a value."""
-    if not isinstance(secret, Mapping):
-        raise errors.ConfigError([f"secret {secret_name} must be a JSON object"])
-    values: dict[str, str] = {}
-    missing: list[str] = []
-    for name in fields:
-        value = secret.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            missing.append(name)
-        else:
-            values[name] = value.strip()
-    if missing:
-        raise errors.ConfigError(
-            [f"secret {secret_name} is missing or has empty field(s): {', '.join(missing)}"]
-        )
-    return values

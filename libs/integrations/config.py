@@ -4,9 +4,12 @@ every problem at once, so a bad deployment fails at start with one readable mess
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from loguru import logger
 
 from integrations.errors import ConfigError
 
@@ -15,13 +18,15 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 DEFAULT_URLS = {
     "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "QBO_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
     "MSGRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
     "MSGRAPH_AUTHORITY_URL": "https://login.microsoftonline.com",
     "CLICKUP_BASE_URL": "https://api.clickup.com/api/v2",
     "ROBOCORP_BASE_URL": "https://cloud.robocorp.com/api/v1",
 }
 # The practice's time zone: the schedules run in it, and "today" and "last month" are read in it.
-BUSINESS_TIME_ZONE = "America/Los_Angeles"
+# Terraform sets BUSINESS_TIME_ZONE from the same variable as the schedules' time zone.
+DEFAULT_BUSINESS_TIME_ZONE = "America/Los_Angeles"
 # Read timeouts that match each service. QBO: "Any requests that take longer than 120 seconds to
 # execute will time out" [qbo-api.md LIMITS], so we wait a little longer than that: a slow create
 # is answered, not replayed. The others document no server-side limit; 60 s is ours.
@@ -68,6 +73,7 @@ class Settings:
     log_level: str = "INFO"
     qbo_base_url: str | None = None  # None: chosen by the QBO secret's environment
     qbo_token_url: str = DEFAULT_URLS["QBO_TOKEN_URL"]
+    qbo_authorize_url: str = DEFAULT_URLS["QBO_AUTHORIZE_URL"]
     msgraph_base_url: str = DEFAULT_URLS["MSGRAPH_BASE_URL"]
     msgraph_authority_url: str = DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"]
     clickup_base_url: str = DEFAULT_URLS["CLICKUP_BASE_URL"]
@@ -83,6 +89,11 @@ class Settings:
     qbo_throttle_window_seconds: float = 60.0  # Intuit: after a 429 "wait 60 seconds before retrying"
     qbo_throttle_max_wait_seconds: float = 300.0  # per call; then the call fails as RateLimited
     scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
+    business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
+    claim_ttl_seconds: float = 60.0  # a claim not renewed for this long belongs to a dead run
+    stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
+    create_workers: int = 4  # clients billed at once
+    send_workers: int = 1  # invoices delivered at once
     extra: dict = field(default_factory=dict, compare=False)
 
     def timeout_for(self, service: str) -> float:
@@ -129,6 +140,58 @@ def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[
     return value.rstrip("/") if value else value
 
 
+def _time_zone(env: Mapping[str, str], problems: list[str]) -> str:
+    name = (env.get("BUSINESS_TIME_ZONE") or "").strip() or DEFAULT_BUSINESS_TIME_ZONE
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"BUSINESS_TIME_ZONE must be an IANA time zone like America/Los_Angeles (got {name!r})"
+        )
+        return DEFAULT_BUSINESS_TIME_ZONE
+    return name
+
+
+def required_fields(secret: object, fields: Sequence[str], secret_name: str) -> dict[str, str]:
+    """The named fields of a secret as trimmed, non-empty strings (numbers are accepted as text).
+
+    ConfigError names the secret and the missing fields, never a value."""
+    if not isinstance(secret, Mapping):
+        raise ConfigError([f"secret {secret_name} must be a JSON object"])
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for name in fields:
+        value = secret.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            missing.append(name)
+        else:
+            values[name] = value.strip()
+    if missing:
+        raise ConfigError([f"secret {secret_name} is missing or has empty field(s): {', '.join(missing)}"])
+    return values
+
+
+def parse_scheduled_time(raw: str) -> datetime | None:
+    """When the scheduler meant to run us, or None (= now) when SCHEDULED_TIME is empty, unparseable
+    or left unsubstituted (``<aws.scheduler.scheduled-time>``). The one setting that falls back
+    instead of failing the start (DESIGN section 7): a Scheduler quirk must not stop billing."""
+    if not raw:
+        return None
+    try:
+        scheduled = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if scheduled.tzinfo is None:
+            raise ValueError("no time zone")
+    except ValueError:
+        logger.warning(
+            "SCHEDULED_TIME {value!r} is not an ISO 8601 time with a zone; using the current time instead",
+            value=raw[:80],
+        )
+        return None
+    return scheduled
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping; raise ConfigError naming every problem."""
     problems: list[str] = []
@@ -150,17 +213,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if site_path and not site_path.startswith("/"):
         problems.append(f"SHAREPOINT_SITE_PATH must start with / like /sites/Finance (got {site_path!r})")
 
-    scheduled: datetime | None = None
-    raw_scheduled = get("SCHEDULED_TIME")
-    if raw_scheduled:
-        try:
-            scheduled = datetime.fromisoformat(raw_scheduled.replace("Z", "+00:00"))
-            if scheduled.tzinfo is None:
-                raise ValueError("no time zone")
-        except ValueError:
-            problems.append(f"SCHEDULED_TIME must be an ISO 8601 time with a zone (got {raw_scheduled!r})")
-            scheduled = None
-
+    scheduled = parse_scheduled_time(get("SCHEDULED_TIME"))
     settings = Settings(
         aws_region=get("AWS_REGION"),
         qbo_secret_name=get("QBO_SECRET_NAME"),
@@ -180,6 +233,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error"), problems).upper(),
         qbo_base_url=_url(env, "QBO_BASE_URL", None, problems),
         qbo_token_url=_url(env, "QBO_TOKEN_URL", DEFAULT_URLS["QBO_TOKEN_URL"], problems),
+        qbo_authorize_url=_url(env, "QBO_AUTHORIZE_URL", DEFAULT_URLS["QBO_AUTHORIZE_URL"], problems),
         msgraph_base_url=_url(env, "MSGRAPH_BASE_URL", DEFAULT_URLS["MSGRAPH_BASE_URL"], problems),
         msgraph_authority_url=_url(
             env, "MSGRAPH_AUTHORITY_URL", DEFAULT_URLS["MSGRAPH_AUTHORITY_URL"], problems
@@ -199,6 +253,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         qbo_throttle_window_seconds=_number(env, "QBO_THROTTLE_WINDOW_SECONDS", 60.0, problems),
         qbo_throttle_max_wait_seconds=_number(env, "QBO_THROTTLE_MAX_WAIT_SECONDS", 300.0, problems),
         scheduled_time=scheduled,
+        business_time_zone=_time_zone(env, problems),
+        claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),
+        stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
+        create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
+        send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
     )
     if problems:
         raise ConfigError(problems)

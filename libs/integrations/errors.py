@@ -20,10 +20,17 @@ class ConfigError(InvoiceProcessorError):
         super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
 
 
+class StartupError(InvoiceProcessorError):
+    """The run cannot start (for example an unreadable secret). Exit code 2."""
+
+
+class UsageError(StartupError):
+    """The command line names something that does not exist (an unknown --client). Exit code 2,
+    nothing written, nobody mailed."""
+
+
 class ServiceError(InvoiceProcessorError):
     """A call to an external service failed."""
-
-    retryable = False
 
     def __init__(
         self,
@@ -54,19 +61,13 @@ class ServiceError(InvoiceProcessorError):
 class TransportError(ServiceError):
     """Timeouts, refused or dropped connections, after the retry budget was spent."""
 
-    retryable = True
-
 
 class RateLimited(ServiceError):
     """HTTP 429 after the retry budget was spent."""
 
-    retryable = True
-
 
 class ServerError(ServiceError):
     """HTTP 5xx after the retry budget was spent."""
-
-    retryable = True
 
 
 class AuthExpired(ServiceError):

@@ -22,6 +22,7 @@ from loguru import logger
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
+from urllib3.util.util import reraise
 
 from integrations import errors
 
@@ -71,8 +72,25 @@ class ServiceRetry(Retry):
             and self.get_retry_after(response) is None
         )
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # noqa: ANN001, ANN201 - urllib3's signature
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> ServiceRetry:
+        """Two additions to urllib3's count. "Other" errors (an SSL EOF, a connection dropped
+        mid-handshake) are retried like read errors: only for methods that are safe to repeat,
+        because the request may have reached the server. A bare 429 (``throttle``) is bounded by
+        time, not by the retry count."""
         if not self._bare_throttle(response):
+            is_other = (
+                error is not None and not self._is_connection_error(error) and not self._is_read_error(error)
+            )
+            if is_other and (method is None or not self._is_method_retryable(method)):
+                raise reraise(type(error), error, _stacktrace)
             return super().increment(method, url, response, error, _pool, _stacktrace)
         assert self.throttle is not None
         waited = self.throttle_waited + self.throttle.window_seconds
@@ -215,12 +233,25 @@ class ServiceSession(requests.Session):
         # The same service and limits, but a POST is never replayed on 5xx/timeouts (only on 429,
         # which refused it): for writes the service does not de-duplicate, such as QBO's /send.
         self.no_post_replay: ServiceSession = self
+        self.max_attempts = 1  # set by build_session: 1 + the retry budget
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
         if self.limiter is not None:
             self.limiter.acquire()
         return super().request(method, url, **kwargs)
+
+
+def session_for(service: str, settings: Any, **options: Any) -> ServiceSession:
+    """``build_session`` with the timeout and retry budget of ``settings`` (each may be overridden):
+    the read timeout is the service's own (``Settings.timeout_for``: QBO 130 s, its token endpoint
+    30 s, the others 60 s; ``HTTP_TIMEOUT_SECONDS`` overrides all)."""
+    defaults = {
+        "timeout": settings.timeout_for(service),
+        "max_retries": settings.http_max_retries,
+        "max_retry_after": settings.http_max_retry_after_seconds,
+    }
+    return build_session(service, **{**defaults, **options})
 
 
 def build_session(
@@ -249,7 +280,7 @@ def build_session(
             connect=max_retries,
             read=max_retries,
             status=max_retries,
-            other=0,
+            other=max_retries,  # only for retryable methods: see ServiceRetry.increment
             allowed_methods=methods,
             status_forcelist=RETRY_STATUSES,
             backoff_factor=backoff_factor,
@@ -263,6 +294,7 @@ def build_session(
         retry.throttle = throttle
         retry.limiter = limiter
         session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
+        session.max_attempts = max_retries + 1
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -311,16 +343,8 @@ def call(
         raise errors.TransportError(
             service, operation, f"retries exhausted ({exc.__class__.__name__})"
         ) from None
-    except requests.exceptions.Timeout:
-        raise errors.TransportError(service, operation, "timed out (after retries)") from None
-    except requests.exceptions.ConnectionError as exc:
-        text = str(exc)
-        reason = "connection failed or dropped (after retries)"
-        if "Read timed out" in text or "ReadTimeoutError" in text or "ConnectTimeoutError" in text:
-            reason = "timed out (after retries)"
-        elif "Max retries exceeded" in text and "ResponseError" in text:
-            reason = "too many error responses (after retries)"
-        raise errors.TransportError(service, operation, reason) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise errors.TransportError(service, operation, _transport_reason(exc, session)) from None
     except requests.exceptions.RequestException as exc:
         raise errors.TransportError(service, operation, exc.__class__.__name__) from None
 
@@ -347,6 +371,23 @@ def call(
     }
     kind = kinds.get(status) or (errors.ServerError if status >= 500 else errors.ValidationFault)
     raise kind(service, operation, reason, status=status, request_id=tid, code=code)
+
+
+def _transport_reason(exc: Exception, session: requests.Session) -> str:
+    """What went wrong and how many attempts were made: the whole budget when urllib3 gave up
+    after retrying, one when the call was not safe to repeat."""
+    text = str(exc)
+    exhausted = "Max retries exceeded" in text
+    attempts = getattr(session, "max_attempts", 1) if exhausted else 1
+    if isinstance(exc, requests.exceptions.Timeout) or any(
+        marker in text for marker in ("Read timed out", "ReadTimeoutError", "ConnectTimeoutError")
+    ):
+        what = "timed out"
+    elif exhausted and "ResponseError" in text:
+        what = "too many error responses"
+    else:
+        what = "connection failed or dropped"
+    return f"{what} ({attempts} attempt{'s' if attempts != 1 else ''})"
 
 
 def json_body(response: requests.Response, service: str, operation: str) -> Any:

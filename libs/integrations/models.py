@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-_CLIENT_ID = re.compile(r"^\d{3,10}$")
+from integrations.identifiers import is_client_number
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class ClientRecord:
         """Validate a raw registry item; raise ValueError with every problem of this item."""
         problems: list[str] = []
         client_id = str(item.get("client_id", "")).strip()
-        if not _CLIENT_ID.match(client_id):
+        if not is_client_number(client_id):
             problems.append(f"client_id must be a client number like 10002 (got {item.get('client_id')!r})")
         name = item.get("customer_name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -146,10 +145,38 @@ class TimeEntry:
     space_name: str | None = None
     folder_name: str | None = None
     list_name: str | None = None
+    # what is wrong with the entry as ClickUp sent it (a duration that is not a number, a finished
+    # entry with a negative duration): it cannot be billed, and fails only the client it belongs to
+    problem: str | None = None
 
     @property
     def running(self) -> bool:
-        return self.duration_ms < 0
+        """A timer still running: ClickUp reports a negative duration and no end."""
+        return self.problem is None and self.duration_ms < 0 and self.end is None
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Record = TypeVar("Record", bound=_HasId)
+
+
+def first_of_each_id(records: Iterable[Record]) -> tuple[list[Record], int]:
+    """The records in order with repeated ids dropped (the first occurrence wins), and how many
+    were dropped. Overlapping request windows and retried pages can return one record twice;
+    it must be billed once."""
+    seen: set[str] = set()
+    unique: list[Record] = []
+    dropped = 0
+    for record in records:
+        if record.id in seen:
+            dropped += 1
+            continue
+        seen.add(record.id)
+        unique.append(record)
+    return unique, dropped
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import requests
 from loguru import logger
 
 from integrations import errors, http
+from integrations.config import required_fields
 from integrations.logging import mask, register_secret
 from integrations.models import Attachment
 
@@ -140,14 +141,14 @@ class GraphClient:
         try:
             return fn()
         except requests.exceptions.Timeout:
-            raise errors.TransportError(SERVICE, operation, "timed out (after retries)") from None
+            raise errors.TransportError(SERVICE, operation, "timed out") from None
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             kind = errors.ServerError if status and status >= 500 else errors.ServiceError
             raise kind(SERVICE, operation, "identity provider error", status=status) from None
         except requests.exceptions.RequestException as exc:
             raise errors.TransportError(
-                SERVICE, operation, f"connection failed ({exc.__class__.__name__}, after retries)"
+                SERVICE, operation, f"connection failed ({exc.__class__.__name__})"
             ) from None
         except ValueError as exc:  # msal: discovery 4xx, invalid authority, non-JSON reply
             first = (str(exc).splitlines() or [""])[0][:300]
@@ -511,25 +512,28 @@ def build_graph(settings: Any, secret: Mapping[str, Any]) -> GraphClient:
     """Client from Settings and the Graph secret (``tenant_id``, ``client_id``, ``client_secret``)."""
     if isinstance(secret, Mapping):
         register_secret(secret.get("client_secret"))
-    if not isinstance(secret, Mapping):
-        raise errors.ConfigError([f"secret {settings.msgraph_secret_name} must be a JSON object"])
-    fields = ("tenant_id", "client_id", "client_secret")
-    missing = [f for f in fields if not isinstance(secret.get(f), str) or not secret[f].strip()]
-    if missing:
-        raise errors.ConfigError(
-            [f"secret {settings.msgraph_secret_name} is missing or has empty field(s): {', '.join(missing)}"]
-        )
-    session = http.build_session(
-        SERVICE,
-        timeout=settings.timeout_for(SERVICE),
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
+    values = required_fields(
+        secret, ("tenant_id", "client_id", "client_secret"), settings.msgraph_secret_name
     )
     return GraphClient(
-        session,
-        secret["tenant_id"].strip(),
-        secret["client_id"].strip(),
-        secret["client_secret"].strip(),
+        http.session_for(SERVICE, settings),
+        values["tenant_id"],
+        values["client_id"],
+        values["client_secret"],
         settings.msgraph_base_url,
         settings.msgraph_authority_url,
     )
+
+
+def token_roles(token: str) -> set[str]:
+    """The application roles in an app-only access token's ``roles`` claim.
+
+    Read without checking the signature: it only tells an operator (``--check``) what the tenant
+    granted; Graph itself decides each call. Empty when the token is not a readable JWT."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return set()
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return {role for role in roles if isinstance(role, str)} if isinstance(roles, list) else set()

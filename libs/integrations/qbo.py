@@ -18,38 +18,37 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import requests
 from loguru import logger
 
-from integrations import errors, http
-from integrations.config import QBO_API_URLS
+from integrations import decimal_json, errors, http, token_expiry
+from integrations.config import QBO_API_URLS, required_fields
 from integrations.logging import mask, register_secret
 
 if TYPE_CHECKING:
-    from integrations.aws import Ledger, SecretStore
+    from integrations.aws import Ledger, LedgerEntry, SecretStore
     from integrations.config import Settings
 
 SERVICE = "qbo"
 MINOR_VERSION = 75
 MAX_REQUEST_ID = 50  # Intuit: requestid <= 50 chars for every operation except batch
-MAX_BATCH_REQUEST_ID = 36  # ... and <= 36 for batch
-MAX_BATCH_ITEMS = 30
-MAX_BATCH_ID = 10  # bId <= 10 chars when a requestid is sent
 MAX_PAGE_SIZE = 1000  # QBO's MAXRESULTS ceiling
-DOC_NUMBER_CHUNK = 100
+# How far past today an invoice's TxnDate may lie and still be found by the jobs' TxnDate range
+# queries: QBO accepts future-dated invoices; ours are dated the day they are made, and a person
+# may post-date one by a month or so.
+FUTURE_TXN_DATE_WINDOW = timedelta(days=62)
 TOKEN_LOCK_TTL_SECONDS = 60
 EARLY_REFRESH = timedelta(minutes=5)
 FALLBACK_EXPIRES_IN = 900  # used only when the token reply lacks a usable expires_in
@@ -80,8 +79,6 @@ class RefreshTokenNotSaved(errors.ReauthorizationRequired):
 class TokenLockTimeout(errors.ServiceError):
     """Another process held the token-refresh lock longer than we were willing to wait."""
 
-    retryable = True
-
 
 class _InvalidGrant(Exception):
     """Internal signal: the token endpoint rejected the refresh token."""
@@ -94,6 +91,50 @@ class _InvalidGrant(Exception):
 # --------------------------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------------------------
+
+
+def token_lock_name(realm_id: str) -> str:
+    return f"qbo-token#{realm_id}"
+
+
+@contextmanager
+def refresh_lock(
+    ledger: Ledger,
+    realm_id: str,
+    *,
+    owner: str | None = None,
+    wait_seconds: float = 90.0,
+    poll_seconds: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[None]:
+    """The one lock under which the stored refresh token may change (a lease in the ledger table,
+    per realm): the jobs' refreshes, ``make qbo-auth`` and ``make doctor`` all take it."""
+    name = token_lock_name(realm_id)
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while not ledger.acquire_lock(name, owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
+        if time.monotonic() >= deadline:
+            raise TokenLockTimeout(
+                SERVICE,
+                "token refresh",
+                f"another process held the lock {name} for more than {wait_seconds:g} s; try again later",
+            )
+        if not announced:
+            logger.info("waiting for another process to finish refreshing the QBO token")
+            announced = True
+        sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        try:
+            ledger.release_lock(name, owner)
+        except Exception as exc:  # noqa: BLE001 - must not hide the outcome; the lease expires
+            logger.warning(
+                "could not release the QBO token lock (it expires in {ttl} s): {error}",
+                ttl=TOKEN_LOCK_TTL_SECONDS,
+                error=mask(str(exc)),
+            )
 
 
 class QboTokens:
@@ -144,8 +185,13 @@ class QboTokens:
         return str(self._secret.get("environment") or "").strip().lower()
 
     @property
+    def expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (see ``integrations.token_expiry``)."""
+        return {k: self._secret.get(k) for k in (token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT)}
+
+    @property
     def lock_name(self) -> str:
-        return f"qbo-token#{self.realm_id}"
+        return token_lock_name(self.realm_id)
 
     def access_token(self) -> str:
         """A valid access token, refreshed (and the rotated refresh token saved) when needed."""
@@ -170,24 +216,22 @@ class QboTokens:
         if not isinstance(secret, dict):
             raise errors.ConfigError([f"QBO secret {self._secret_name} must hold a JSON object"])
         register_secret(secret.get("client_secret"), secret.get("refresh_token"))
-        missing = [
-            key
-            for key in _SECRET_FIELDS
-            if not isinstance(secret.get(key), str | int) or not str(secret.get(key)).strip()
-        ]
-        if missing:
-            raise errors.ConfigError(
-                [f"QBO secret {self._secret_name} lacks a value for: {', '.join(missing)}"]
-            )
+        required_fields(secret, _SECRET_FIELDS, self._secret_name)
         return dict(secret)
 
     def _refresh_under_lock(self) -> str:
-        self._acquire_lock()
-        try:
+        with refresh_lock(
+            self._ledger,
+            self.realm_id,
+            owner=self._owner,
+            wait_seconds=self._lock_wait_seconds,
+            poll_seconds=self._lock_poll_seconds,
+            sleep=self._sleep,
+        ):
             secret = self._read_secret()  # another process may have rotated it meanwhile
             self._secret = secret
             try:
-                return self._exchange(secret)
+                return self._exchange_once_more_if_lost(secret)
             except _InvalidGrant as first:
                 fresh = self._read_secret()
                 if fresh["refresh_token"] == secret["refresh_token"]:
@@ -195,37 +239,23 @@ class QboTokens:
                 logger.info("QBO refresh token was replaced in the secret meanwhile; retrying once with it")
                 self._secret = fresh
                 try:
-                    return self._exchange(fresh)
+                    return self._exchange_once_more_if_lost(fresh)
                 except _InvalidGrant as second:
                     raise self._reauthorization(second.error) from None
-        finally:
-            self._release_lock()
 
-    def _acquire_lock(self) -> None:
-        deadline = time.monotonic() + self._lock_wait_seconds
-        announced = False
-        while not self._ledger.acquire_lock(self.lock_name, self._owner, ttl_seconds=TOKEN_LOCK_TTL_SECONDS):
-            if time.monotonic() >= deadline:
-                raise TokenLockTimeout(
-                    SERVICE,
-                    "token refresh",
-                    f"another process held the lock {self.lock_name} for more than "
-                    f"{self._lock_wait_seconds:g} s; try again later",
-                )
-            if not announced:
-                logger.info("waiting for another process to finish refreshing the QBO token")
-                announced = True
-            self._sleep(self._lock_poll_seconds)
-
-    def _release_lock(self) -> None:
+    def _exchange_once_more_if_lost(self, secret: Mapping[str, Any]) -> str:
+        """A token reply lost on the way (timeout, dropped connection, 5xx, unreadable body) may
+        have rotated the refresh token without our knowing the new value. Intuit keeps answering
+        the previous value for a while (qbo-api.md: it changes about every 24 h and the old one
+        stays valid), so the same token is tried exactly once more, still under the lock; if QBO
+        then refuses it, the caller asks for re-authorisation instead of guessing."""
         try:
-            self._ledger.release_lock(self.lock_name, self._owner)
-        except Exception as exc:  # noqa: BLE001 - must not hide the refresh outcome; the lease expires
+            return self._exchange(secret)
+        except (errors.TransportError, errors.ServerError, errors.GarbledResponse) as exc:
             logger.warning(
-                "could not release the QBO token lock (it expires in {ttl} s): {error}",
-                ttl=TOKEN_LOCK_TTL_SECONDS,
-                error=mask(str(exc)),
+                "QBO token reply lost ({error}); trying once more with the same refresh token", error=str(exc)
             )
+            return self._exchange(secret)
 
     def _exchange(self, secret: Mapping[str, Any]) -> str:
         """POST the refresh token; save the rotated one; only then keep the access token."""
@@ -245,6 +275,7 @@ class QboTokens:
                     "Authorization": f"Basic {basic}",
                     "Accept": "application/json",
                     "Content-Type": "application/x-www-form-urlencoded",
+                    token_expiry.HARD_EXPIRY_HEADER: "true",  # else Intuit leaves the 5-year date out
                 },
                 data={"grant_type": "refresh_token", "refresh_token": str(secret["refresh_token"])},
             )
@@ -280,9 +311,10 @@ class QboTokens:
         new_refresh, access = body.get("refresh_token"), body.get("access_token")
         register_secret(new_refresh, access)  # the moment they arrive
 
+        expiry = token_expiry.from_reply(body, started)
         if isinstance(new_refresh, str) and new_refresh.strip():
-            if new_refresh != secret["refresh_token"]:
-                self._save_refresh_token(secret, new_refresh)
+            if new_refresh != secret["refresh_token"] or token_expiry.changed(secret, expiry):
+                self._save_refresh_token(secret, new_refresh, expiry)
         else:
             logger.warning("QBO token reply carried no refresh_token; keeping the stored one")
         if not isinstance(access, str) or not access.strip():
@@ -301,8 +333,10 @@ class QboTokens:
         )
         return access
 
-    def _save_refresh_token(self, secret: Mapping[str, Any], new_refresh: str) -> None:
-        updated = {**secret, "refresh_token": new_refresh}
+    def _save_refresh_token(
+        self, secret: Mapping[str, Any], new_refresh: str, expiry: Mapping[str, str] | None = None
+    ) -> None:
+        updated = {**secret, "refresh_token": new_refresh, **(expiry or {})}
         last: Exception | None = None
         for attempt in range(1, SAVE_ATTEMPTS + 1):
             try:
@@ -520,18 +554,6 @@ def _literal(value: str) -> str:
     return f"'{escape(value)}'"
 
 
-def _json_default(value: Any) -> Any:
-    """Decimals go out as JSON numbers, but only when no digit would be lost on the way."""
-    if isinstance(value, Decimal):
-        as_float = float(value) if value.is_finite() else None
-        if as_float is None or Decimal(repr(as_float)) != value:
-            raise ValueError(f"{value} cannot be sent to QBO as an exact JSON number")
-        return as_float
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"cannot send {type(value).__name__} to QBO as JSON")
-
-
 def _check_request_id(request_id: str, limit: int = MAX_REQUEST_ID) -> str:
     if not isinstance(request_id, str) or not request_id.strip():
         raise ValueError("requestid must be a non-empty string")
@@ -558,6 +580,25 @@ def request_id_for(key: str, purpose: str, attempt: int = 0) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}{suffix}"))
 
 
+def attempt_of(entry: LedgerEntry | None, purpose: str) -> int:
+    """Which attempt of a ledger-claimed write this is: the row counts ``<purpose>_attempt`` up by
+    one after each definite failure (``is_definite_failure``); nothing else moves it."""
+    if entry is None:
+        return 0
+    return int(entry.attributes.get(f"{purpose}_attempt") or 0)
+
+
+def request_id_of(key: str, purpose: str, entry: LedgerEntry | None) -> str:
+    """The requestid of the next try of a ledger-claimed write. Attempt 0 keeps the id stored with
+    the claim (a take-over of a dead run's claim repeats it, and so does a re-run after an unknown
+    outcome: QBO answers with the original result); a later attempt, after a definite failure, gets
+    the id derived from its number, because QBO would replay the old fault."""
+    attempt = attempt_of(entry, purpose)
+    if attempt == 0 and entry is not None and entry.request_id:
+        return entry.request_id
+    return request_id_for(key, purpose, attempt)
+
+
 def is_definite_failure(error: errors.ServiceError) -> bool:
     """QBO answered and did nothing: a business or validation fault (610, 6000, 6070, ...). Retrying
     it needs a new requestid. 401, 429, 5xx, timeouts and garbled replies are unknown outcomes."""
@@ -572,22 +613,6 @@ def retry_request_id(request_id: str) -> str:
     if len(derived) <= MAX_REQUEST_ID:
         return derived
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-requestid:{derived}"))
-
-
-def delivered_since(invoice: Mapping[str, Any], since: datetime) -> bool:
-    """Whether QBO shows the invoice mailed: EmailSent, or a DeliveryInfo time not before ``since``
-    (less two minutes for clock skew between us and Intuit)."""
-    if str(invoice.get("EmailStatus") or "") == "EmailSent":
-        return True
-    delivery = invoice.get("DeliveryInfo") or {}
-    raw = str(delivery.get("DeliveryTime") or "").strip() if isinstance(delivery, Mapping) else ""
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if when.tzinfo is None:
-        return False
-    return when >= since - timedelta(minutes=2)
 
 
 class _Body(dict):
@@ -625,6 +650,11 @@ class QboClient:
     def throttling(self) -> dict[str, float]:
         """The 429s this client waited out and how long (for the run summary)."""
         return http.throttling(self._session)
+
+    @property
+    def token_expiry(self) -> dict[str, Any]:
+        """The refresh token's stored expiry dates (for warnings; no call is made)."""
+        return dict(getattr(self._tokens, "expiry", {}) or {})
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -734,7 +764,7 @@ class QboClient:
             operation,
             params=params,
             headers={"Content-Type": "application/json"},
-            data=json.dumps(payload, default=_json_default).encode(),
+            data=decimal_json.dumps(payload).encode(),
         )
 
     # -- reads -------------------------------------------------------------------------------
@@ -814,17 +844,6 @@ class QboClient:
         where = f"TxnDate >= {_literal(start.isoformat())} AND TxnDate <= {_literal(end.isoformat())}"
         return list(self.query("Invoice", where))
 
-    def invoices_with_doc_numbers(self, doc_numbers: Iterable[str]) -> list[dict]:
-        """Invoices whose DocNumber is one of ``doc_numbers`` (queried 100 at a time)."""
-        wanted = list(dict.fromkeys(str(n).strip() for n in doc_numbers if str(n).strip()))
-        found: dict[str, dict] = {}
-        for offset in range(0, len(wanted), DOC_NUMBER_CHUNK):
-            chunk = wanted[offset : offset + DOC_NUMBER_CHUNK]
-            where = f"DocNumber IN ({', '.join(_literal(n) for n in chunk)})"
-            for row in self.query("Invoice", where):
-                found.setdefault(str(row.get("Id")), row)
-        return list(found.values())
-
     def get_invoice(self, invoice_id: str) -> dict:
         operation = f"read invoice {invoice_id}"
         return self._entity(
@@ -851,6 +870,13 @@ class QboClient:
         )
         ref = _ci(_ci(preferences, "SalesFormsPrefs"), "DefaultTerms")
         return str(_ci(ref, "value") or "").strip() if isinstance(ref, dict) else ""
+
+    def company_name(self) -> str:
+        """The connected company's name (CompanyInfo), to show which company a token reaches."""
+        operation = "read company info"
+        path = f"companyinfo/{_path_id(self.realm_id)}"
+        info = self._entity(self._call("GET", path, operation), "CompanyInfo", operation)
+        return str(info.get("CompanyName") or info.get("LegalName") or "")
 
     def invoice_pdf(self, invoice_id: str) -> bytes:
         return self._call(
@@ -904,74 +930,28 @@ class QboClient:
                 logger.info("QBO invoice {id} changed meanwhile (5010); re-reading it once", id=invoice_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send_invoice(
-        self, invoice_id: str, request_id: str, send_to: str | None = None, attempts: int = 3
-    ) -> dict:
+    def send_invoice(self, invoice_id: str, request_id: str, send_to: str | None = None) -> dict:
         """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail.
 
         Whether QBO de-duplicates ``/send`` by requestid is not documented, so a send is never
-        replayed blindly: after an unknown outcome (5xx, timeout, dropped connection) the invoice is
-        read first, and sent again only if it shows no delivery (``EmailStatus``/``DeliveryInfo``)."""
+        replayed blindly: it goes through the session that repeats a POST only on a 429 (refused),
+        never on a 5xx or a timeout. After such an unknown outcome the caller reads the invoice
+        before sending again (the send job's ``stage=mailing`` check)."""
         _check_request_id(request_id)
         params = {"requestid": request_id}
         if send_to:
             params["sendTo"] = send_to
         operation = f"send invoice {invoice_id}"
-        for attempt in range(1, attempts + 1):
-            started = _utcnow()
-            try:
-                reply = self._call(
-                    "POST",
-                    f"invoice/{_path_id(invoice_id)}/send",
-                    operation,
-                    params=params,
-                    headers={"Content-Type": "application/octet-stream"},
-                    data=b"",
-                    session=self._send_session,
-                )
-                return self._entity(reply, "Invoice", operation)
-            except (errors.TransportError, errors.ServerError) as exc:
-                current = self.get_invoice(invoice_id)
-                if delivered_since(current, started):
-                    logger.info(
-                        "QBO sent invoice {id} despite the error ({error})", id=invoice_id, error=str(exc)
-                    )
-                    return current
-                if attempt == attempts:
-                    raise
-                logger.info(
-                    "QBO did not send invoice {id} ({error}); sending again", id=invoice_id, error=str(exc)
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def batch(self, items: list[dict], request_id: str) -> list[dict]:
-        """Run up to 30 operations in one call; returns BatchItemResponse as is.
-
-        Items fail independently: each response item may hold its own ``Fault`` for the caller."""
-        _check_request_id(request_id, MAX_BATCH_REQUEST_ID)
-        if not items:
-            return []
-        if len(items) > MAX_BATCH_ITEMS:
-            raise ValueError(f"a batch holds at most {MAX_BATCH_ITEMS} items (got {len(items)})")
-        seen: set[str] = set()
-        for item in items:
-            bid = item.get("bId") if isinstance(item, Mapping) else None
-            if not isinstance(bid, str) or not bid or len(bid) > MAX_BATCH_ID:
-                raise ValueError(
-                    f"every batch item needs a bId of 1 to {MAX_BATCH_ID} characters (got {bid!r})"
-                )
-            if bid in seen:
-                raise ValueError(f"duplicate bId {bid!r} in batch")
-            seen.add(bid)
-        reply = self._post_json(
-            "batch", "batch", {"BatchItemRequest": list(items)}, {"requestid": request_id}
+        reply = self._call(
+            "POST",
+            f"invoice/{_path_id(invoice_id)}/send",
+            operation,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+            data=b"",
+            session=self._send_session,
         )
-        results = _ci(reply, "BatchItemResponse")
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-            raise errors.GarbledResponse(
-                SERVICE, "batch", "reply has no BatchItemResponse list", status=200, request_id=reply.tid
-            )
-        return results
+        return self._entity(reply, "Invoice", operation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -984,9 +964,9 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
 
     The token session is kept short (timeout <= 30 s, <= 2 retries, Retry-After <= 10 s) so one
     refresh fits inside the 60 s token lock lease."""
-    token_session = http.build_session(
+    token_session = http.session_for(
         "qbo-oauth",
-        replay_safe_posts=False,
+        settings,
         timeout=min(settings.timeout_for("qbo-oauth"), 30.0),
         max_retries=min(settings.http_max_retries, 2),
         max_retry_after=min(settings.http_max_retry_after_seconds, 10.0),
@@ -1003,12 +983,10 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
                 ]
             )
         base_url = QBO_API_URLS[environment]
-    api_session = http.build_session(
+    api_session = http.session_for(
         SERVICE,
+        settings,
         replay_safe_posts=True,
-        timeout=settings.timeout_for(SERVICE),
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
         throttle=http.ThrottlePolicy(

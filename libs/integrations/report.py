@@ -24,33 +24,54 @@ class Section:
     numeric: set[str] = field(default_factory=set)  # column names aligned right
 
 
+def stopped_sections(reason: str) -> list[Section]:
+    """The first section of a run's mail when it was told to stop before it finished."""
+    if not reason:
+        return []
+    return [
+        Section(
+            "Stopped early",
+            lines=[
+                f"The run received {reason} and stopped before it finished: what it did not finish is "
+                "listed below as failed ('stopped early'). The next scheduled run finishes it; nothing "
+                "is billed or sent twice. To finish now, run the job again."
+            ],
+        )
+    ]
+
+
 def money(amount: Decimal) -> str:
     return f"${amount:,.2f}"
 
 
 def render_html(heading: str, intro: str, sections: Sequence[Section]) -> str:
     out = [f"<html><body><h2>{html.escape(heading)}</h2><p>{html.escape(intro)}</p>"]
-    for section in sections:
-        out.append(f"<h3>{html.escape(section.title)}</h3>")
-        if section.note:
-            out.append(f"<p>{html.escape(section.note)}</p>")
-        if section.columns and section.rows:
-            out.append(f"<table {_TABLE}><tr>")
-            for column in section.columns:
-                out.append(f"<th {_CELL.format(align='left')}>{html.escape(column)}</th>")
-            out.append("</tr>")
-            for row in section.rows:
-                out.append("<tr>")
-                for column, value in zip(section.columns, row, strict=True):
-                    align = "right" if column in section.numeric else "left"
-                    out.append(f"<td {_CELL.format(align=align)}>{html.escape(str(value))}</td>")
-                out.append("</tr>")
-            out.append("</table>")
-        if section.lines:
-            out.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in section.lines) + "</ul>")
-        if not section.rows and not section.lines:
-            out.append("<p><em>none</em></p>")
+    out += [section_html(section) for section in sections]
     out.append("</body></html>")
+    return "".join(out)
+
+
+def section_html(section: Section) -> str:
+    """One section as HTML (also used to put a notice at the top of an already rendered mail)."""
+    out = [f"<h3>{html.escape(section.title)}</h3>"]
+    if section.note:
+        out.append(f"<p>{html.escape(section.note)}</p>")
+    if section.columns and section.rows:
+        out.append(f"<table {_TABLE}><tr>")
+        for column in section.columns:
+            out.append(f"<th {_CELL.format(align='left')}>{html.escape(column)}</th>")
+        out.append("</tr>")
+        for row in section.rows:
+            out.append("<tr>")
+            for column, value in zip(section.columns, row, strict=True):
+                align = "right" if column in section.numeric else "left"
+                out.append(f"<td {_CELL.format(align=align)}>{html.escape(str(value))}</td>")
+            out.append("</tr>")
+        out.append("</table>")
+    if section.lines:
+        out.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in section.lines) + "</ul>")
+    if not section.rows and not section.lines:
+        out.append("<p><em>none</em></p>")
     return "".join(out)
 
 

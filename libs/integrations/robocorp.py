@@ -198,11 +198,6 @@ def build_robocorp(settings: Any, api_keys: Mapping[str, Any]) -> RobocorpClient
                 + ", ".join(sorted(bad))
             ]
         )
-    session = http.build_session(
-        SERVICE,
-        timeout=settings.timeout_for(SERVICE),
-        max_retries=settings.http_max_retries,
-        max_retry_after=settings.http_max_retry_after_seconds,
-    )
+    session = http.session_for(SERVICE, settings)
     keys = {str(ws).strip(): key.strip() for ws, key in api_keys.items()}
     return RobocorpClient(session, settings.robocorp_base_url, keys)

@@ -7,20 +7,24 @@ code 2 before anything is written.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 
 from loguru import logger
 
-from integrations import errors
+from integrations import errors, token_expiry
 from integrations.aws import AwsClients, ClientRegistry, Ledger, SecretStore, aws_clients
-from integrations.cli import StartupError
 from integrations.clickup import ClickUpClient, build_clickup
 from integrations.config import Settings
+from integrations.lifecycle import StopSignal
 from integrations.models import Attachment
 from integrations.msgraph import GraphClient, build_graph
 from integrations.qbo import QboClient, build_qbo
+from integrations.report import Section, section_html
 from integrations.robocorp import RobocorpClient, build_robocorp
+
+EXPIRY_METRIC = "QboRefreshTokenDaysLeft"
 
 
 @dataclass
@@ -32,12 +36,13 @@ class Services:
     secrets: SecretStore
     ledger: Ledger
     registry: ClientRegistry
+    stop: StopSignal = field(default_factory=StopSignal)  # set on SIGTERM/SIGINT
 
     def _secret(self, name: str) -> dict:
         try:
             return self.secrets.read_json(name)
         except errors.ServiceError as exc:
-            raise StartupError(str(exc)) from None
+            raise errors.StartupError(str(exc)) from None
 
     @cached_property
     def qbo(self) -> QboClient:
@@ -46,7 +51,7 @@ class Services:
         except errors.ReauthorizationRequired:
             raise
         except errors.ServiceError as exc:
-            raise StartupError(str(exc)) from None
+            raise errors.StartupError(str(exc)) from None
 
     @cached_property
     def graph(self) -> GraphClient:
@@ -54,7 +59,17 @@ class Services:
 
     @cached_property
     def clickup(self) -> ClickUpClient:
-        return build_clickup(self.settings, self._secret(self.settings.clickup_secret_name))
+        """The ClickUp client, refused (exit 2) unless its token is an owner or admin of the team:
+        anyone else may silently see only their own time and under-bill (issue 11.13)."""
+        client = build_clickup(self.settings, self._secret(self.settings.clickup_secret_name))
+        try:
+            role = client.token_role()
+        except errors.ServiceError as exc:  # unreachable now: the time-entry fetch reports it per client
+            logger.warning("could not check the ClickUp token's role: {error}", error=str(exc))
+            return client
+        if not role.may_bill:
+            raise errors.StartupError(f"refusing to bill: {role.refusal()}")
+        return client
 
     @cached_property
     def robocorp(self) -> RobocorpClient:
@@ -81,10 +96,38 @@ class Services:
         path = "/".join([self.settings.sharepoint_folder, *parts])
         self.graph.upload_file(self.sharepoint_site, path, content, conflict="replace")
 
+    def token_expiry_report(self, *, publish_metric: bool = True) -> dict:
+        """The QBO refresh token's expiry block for a run summary (both jobs call this), and the
+        ``QboRefreshTokenDaysLeft`` metric for its alarm; empty when QBO was never connected."""
+        if "qbo" not in self.__dict__:
+            return {}
+        block = token_expiry.report(self.qbo.token_expiry, datetime.now(UTC))
+        if publish_metric and block["days_left"] is not None and self.settings.metrics_namespace:
+            try:
+                self.aws.cloudwatch.put_metric_data(
+                    Namespace=self.settings.metrics_namespace,
+                    MetricData=[
+                        {"MetricName": EXPIRY_METRIC, "Value": float(block["days_left"]), "Unit": "None"}
+                    ],
+                )
+            except Exception as exc:  # noqa: BLE001 - a metric must not fail the run; the mail still warns
+                logger.warning("could not publish {metric}: {error}", metric=EXPIRY_METRIC, error=str(exc))
+        for line in block["warnings"]:
+            logger.warning(line)
+        return {"qbo_refresh_token": block}
+
     def mail_bookkeeper(
         self, subject: str, html: str, text: str, attachments: Sequence[Attachment] = ()
     ) -> bool:
-        """Send a run's summary to BOOKKEEPER_EMAIL; False (and an error in the log) if it could not go."""
+        """Send a run's summary to BOOKKEEPER_EMAIL; False (and an error in the log) if it could not go.
+
+        Every such mail carries the QBO reconnect warning from 30 days before the token expires."""
+        if "qbo" in self.__dict__:
+            lines = token_expiry.warnings(self.qbo.token_expiry, datetime.now(UTC))
+            if lines:
+                notice = Section("Action needed: reconnect QuickBooks", lines=lines)
+                html = html.replace("<body>", "<body>" + section_html(notice), 1)
+                text = "\n".join([notice.title, *(f"- {line}" for line in lines), "", text])
         try:
             self.graph.send_mail(
                 self.settings.sender_email,

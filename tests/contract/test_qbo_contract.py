@@ -115,20 +115,6 @@ def test_invoices_between_returns_only_invoices_dated_in_the_range(services: Ser
     assert all("2026-10-01" <= i["TxnDate"] <= "2026-10-31" for i in october)
 
 
-def test_invoices_with_doc_numbers_queries_in_chunks_and_finds_each_once(
-    sandbox: Sandbox, services: Services
-) -> None:
-    services.qbo.custom_txn_numbers()
-    wanted = [f"NOPE-{n}" for n in range(148)] + list(SEEDED_INVOICES.values()) + ["10002-202609"]
-    mark = len(sandbox.requests("qbo"))
-
-    found = services.qbo.invoices_with_doc_numbers(wanted)
-
-    assert {i["Id"]: i["DocNumber"] for i in found} == SEEDED_INVOICES
-    queries = [_query_text(c) for c in calls_since(sandbox, "qbo", mark) if c["path"].endswith("/query")]
-    assert len(queries) == 2 and all("DocNumber IN (" in q for q in queries)  # 150 distinct: 100 + 50
-
-
 def test_get_invoice_reads_one_and_an_unknown_id_is_not_found(services: Services) -> None:
     invoice = services.qbo.get_invoice("141")
 
@@ -213,23 +199,6 @@ def test_invoice_pdf_is_a_pdf_with_content(services: Services) -> None:
     assert pdf.startswith(b"%PDF") and len(pdf) > 500
 
 
-def test_batch_answers_each_item_on_its_own(sandbox: Sandbox, services: Services) -> None:
-    results = services.qbo.batch(
-        [
-            {"bId": "ok", "operation": "create", "Invoice": _invoice_body("C-BATCH-OK")},
-            {"bId": "terms", "Query": "SELECT * FROM Term"},
-            {"bId": "bad", "operation": "create", "Invoice": _invoice_body("C-BATCH-BAD", amount="1.00")},
-        ],
-        _rid(),
-    )
-
-    by_id = {r["bId"]: r for r in results}
-    assert by_id["ok"]["Invoice"]["Id"]
-    assert {t["Name"] for t in by_id["terms"]["QueryResponse"]["Term"]} >= {"Net 15", "Net 30"}
-    assert by_id["bad"]["Fault"]["Error"][0]["code"] == "6070"
-    assert len(_invoices_marked(sandbox, "C-BATCH-OK")) == 1 and not _invoices_marked(sandbox, "C-BATCH-BAD")
-
-
 def test_line_amount_not_qty_times_price_is_a_validation_fault_and_creates_nothing(
     sandbox: Sandbox, services: Services
 ) -> None:
@@ -244,6 +213,7 @@ def test_line_amount_not_qty_times_price_is_a_validation_fault_and_creates_nothi
 # --- tokens -----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_first(
     sandbox: Sandbox, services: Services
 ) -> None:
@@ -263,12 +233,12 @@ def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_f
     assert [c["status"] for c in calls_since(sandbox, "qbo", mark)] == [401, 200]
     assert state["qbo_oauth"]["refreshes"] == refreshes + 1
     assert after["refresh_token"] != before["refresh_token"]
-    assert {k: v for k, v in after.items() if k != "refresh_token"} == {
-        k: v for k, v in before.items() if k != "refresh_token"
-    }
+    assert {k: v for k, v in after.items() if not k.startswith("refresh_token")} == {
+        k: v for k, v in before.items() if not k.startswith("refresh_token")
+    }  # the token and its expiry dates change, nothing else
     current = [v for v in state["secrets"][name] if "AWSCURRENT" in v["stages"]]
     assert len(current) == 1 and current[0]["version_id"] not in versions_before
-    assert current[0]["changed"] == ["refresh_token"]
+    assert "refresh_token" in current[0]["changed"]
     assert len(state["secrets"][name]) == len(versions_before) + 1
     old = trusted_session(sandbox).post(
         services.settings.qbo_token_url,
@@ -279,6 +249,7 @@ def test_expired_access_token_is_refreshed_and_the_rotated_refresh_token_saved_f
     assert services.ledger.get(f"lock#qbo-token#{before['realm_id']}") is None  # lock released
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_two_runs_refreshing_at_once_take_turns_and_both_succeed(
     sandbox: Sandbox, make_services: ServicesFactory
 ) -> None:

@@ -335,9 +335,9 @@ def test_ledger_claim_and_lock_with_an_expired_lease_are_taken_over(services: Se
     ledger.release_lock("contract-expiry", "next-run")
 
 
-def test_publish_run_metric_reaches_cloudwatch(sandbox: Sandbox, make_settings: SettingsFactory) -> None:
-    settings = make_settings()
-    publish_run_metric(settings, "contract-job", failed=True)
+def test_publish_run_metric_reaches_cloudwatch(sandbox: Sandbox, services: Services) -> None:
+    settings = services.settings
+    publish_run_metric(services.aws.cloudwatch, settings.metrics_namespace, "contract-job", failed=True)
 
     metrics = {
         m["name"]: m

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from integrations import cli
+from integrations.identifiers import find_marker
 from sandbox import DEFAULT_SCENARIO, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,12 +46,15 @@ class Harness:
         self._runs = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        # QBO's throttle window scaled to 2 s (60 s in production): a stray 429 must not stall a test.
+        # Short leases and stop grace: a re-run right after a crash takes the dead run's claims over
+        # within seconds (production: about a minute), and SIGTERM tests finish quickly. QBO's
+        # throttle window scaled to 2 s (60 s in production): a stray 429 must not stall a test.
+        fast = {"CLAIM_TTL_SECONDS": "3", "STOP_GRACE_SECONDS": "3", "QBO_THROTTLE_WINDOW_SECONDS": "2"}
         return {
             **self.sandbox.env,
             "LOG_FORMAT": "json",
             "HTTP_MAX_RETRY_AFTER_SECONDS": "2",
-            "QBO_THROTTLE_WINDOW_SECONDS": "2",
+            **fast,
             **extra,
         }
 
@@ -86,20 +90,11 @@ class Harness:
 
     def invoices(self, period: str = "2026-10") -> list[dict[str, Any]]:
         """The invoices the create job made for ``period`` (by the marker in their private note)."""
-        return [i for i in self.state()["invoices"] if f":{period} " in (i.get("PrivateNote") or "") + " "]
-
-    def expire_ledger_leases(self) -> None:
-        """Let time pass: every claim's lease is over, as if the crashed run died long ago."""
-        table = self.sandbox.aws_client("dynamodb")
-        name = self.sandbox.env["LEDGER_TABLE"]
-        for item in table.scan(TableName=name)["Items"]:
-            if item.get("status", {}).get("S") == "claimed":
-                table.update_item(
-                    TableName=name,
-                    Key={"pk": item["pk"]},
-                    UpdateExpression="SET lease_expires_at = :past",
-                    ExpressionAttributeValues={":past": {"N": "1"}},
-                )
+        return [
+            i
+            for i in self.state()["invoices"]
+            if (marker := find_marker(i.get("PrivateNote"))) is not None and marker.period == period
+        ]
 
 
 def make_harness(tmp_path: Path, capsys: pytest.CaptureFixture[str], scenario: Mapping[str, Any] | None):

@@ -142,7 +142,6 @@ def test_crash_after_the_qbo_send_then_rerun_sends_nothing_twice(harness: Harnes
     crashed.communicate(timeout=60)
     assert crashed.returncode == 137
     assert len(_customer_mails(harness)) == 1
-    harness.expire_ledger_leases()
 
     rerun = harness.run("--send-invoices")
 
@@ -153,16 +152,26 @@ def test_crash_after_the_qbo_send_then_rerun_sends_nothing_twice(harness: Harnes
 
 def test_crash_between_claim_and_send_in_qbo_mode_is_checked_in_qbo_then_sent_once(harness: Harness) -> None:
     assert harness.run("--create-invoices", "--period", "2026-10", "--client", "10004").exit_code == 0
-    # Die right after the ledger claim was written (the first UpdateItem/PutItem of the send run).
-    crashed = harness.spawn("--send-invoices", crash_after=1, match=r"POST http://127\.0\.0\.1:\d+/$")
+    # Die right after the claim noted "about to mail" (the send run's first UpdateItem; a 6 s lease
+    # keeps the heartbeat's renewals out of the count), before the QBO /send.
+    crashed = harness.spawn(
+        "--send-invoices", crash_after=1, match=r"DynamoDB_20120810\.UpdateItem", CLAIM_TTL_SECONDS="6"
+    )
     crashed.communicate(timeout=60)
-    assert crashed.returncode == 137
-    harness.expire_ledger_leases()
+    assert crashed.returncode == 137 and _customer_mails(harness) == []
+    (row,) = [r for r in harness.state()["ledger"] if r["pk"].startswith("send#")]
+    assert row["status"] == "claimed" and row["attributes"]["stage"] == "mailing"
 
-    rerun = harness.run("--send-invoices")
+    rerun = harness.run("--send-invoices", CLAIM_TTL_SECONDS="6")
 
     assert rerun.exit_code == 0, rerun.logs
     assert [m["to"] for m in _customer_mails(harness)] == [["invoices@cedartax.example"]]
+    reads = [
+        r
+        for r in harness.sandbox.requests("qbo")
+        if r["method"] == "GET" and r["path"].endswith("/invoice/" + row["attributes"]["invoice_id"])
+    ]
+    assert reads, "the QBO-mode check (read the invoice before sending again) did not run"
 
 
 def test_crash_after_a_graph_mail_is_reported_for_a_person_not_resent(harness: Harness) -> None:
@@ -172,7 +181,6 @@ def test_crash_after_a_graph_mail_is_reported_for_a_person_not_resent(harness: H
     )
     crashed.communicate(timeout=60)
     assert crashed.returncode == 137 and len(_customer_mails(harness)) == 1
-    harness.expire_ledger_leases()
 
     rerun = harness.run("--send-invoices", INVOICE_DELIVERY="graph")
 

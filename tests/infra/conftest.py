@@ -40,6 +40,7 @@ IMAGE_DIGEST = "sha256:" + "0123456789abcdef" * 4
 ENDPOINT_SERVICES = (
     "cloudwatch",
     "dynamodb",
+    "ec2",
     "ecr",
     "ecs",
     "events",
@@ -211,19 +212,24 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.wait()
 
 
-def seed_existing_resources(endpoint: str) -> dict[str, str]:
-    """What the stack references but never creates: the four secrets and the client registry."""
+def moto_client(endpoint: str, service: str) -> Any:
+    """A boto3 client of ``service`` on the moto server, never on real AWS."""
     import boto3
 
-    kwargs = {
-        "endpoint_url": endpoint,
-        "region_name": REGION,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    secrets = boto3.client("secretsmanager", **kwargs)
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def seed_existing_resources(endpoint: str) -> dict[str, str]:
+    """What the stack references but never creates: the four secrets and the client registry."""
+    secrets = moto_client(endpoint, "secretsmanager")
     arns = {name: secrets.create_secret(Name=name, SecretString="{}")["ARN"] for name in SECRET_NAMES}
-    boto3.client("dynamodb", **kwargs).create_table(
+    moto_client(endpoint, "dynamodb").create_table(
         TableName=REGISTRY_TABLE,
         KeySchema=[{"AttributeName": "client_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "client_id", "AttributeType": "S"}],
@@ -260,6 +266,7 @@ class AppliedStack:
     endpoint: str
     secret_arns: dict[str, str]
     state: dict[str, Any]
+    vpc_id: str = ""
     destroyed: bool = False
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -289,11 +296,13 @@ def apply_stack(terraform: Terraform, endpoint: str, workdir: Path) -> AppliedSt
     """Seed moto with what the stack references, then init + apply + show a copy of the root stack."""
     stack = copy_terraform_tree(workdir) / ROOT_STACK
     secret_arns = seed_existing_resources(endpoint)
+    # The VPC the stack makes the task's security group in (vpc_id), next to a group of ours.
+    vpc_id = moto_client(endpoint, "ec2").create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     (stack / "moto_override.tf").write_text(moto_override(endpoint, workdir / "terraform.tfstate"))
-    (stack / "moto.auto.tfvars.json").write_text(json.dumps(TEST_VARIABLES, indent=2))
+    (stack / "moto.auto.tfvars.json").write_text(json.dumps({**TEST_VARIABLES, "vpc_id": vpc_id}, indent=2))
     terraform.run(stack, "init", "-input=false")
     terraform.run(stack, "apply", "-auto-approve", "-input=false")
-    applied = AppliedStack(terraform, stack, endpoint, secret_arns, state={})
+    applied = AppliedStack(terraform, stack, endpoint, secret_arns, state={}, vpc_id=vpc_id)
     applied.state = applied.show()
     applied.resources = managed_resources(applied.state)
     return applied

@@ -103,6 +103,20 @@ def test_final_stage_is_ready_for_a_read_only_root_filesystem():
     assert env["PATH"].startswith("/opt/venv/bin:")
 
 
+def test_tmp_is_a_declared_volume_prepared_1777_before_the_declaration():
+    """ECS mounts the task volume "tmp" at /tmp: an empty root-owned 0755 directory unless the image
+    declares /tmp a VOLUME, in which case ECS fills it from the image (mode included). A build
+    discards changes under a VOLUME path made after the VOLUME line, so the chmod must come first."""
+    stage = final_stage()
+    volumes = [index for index, (name, args) in enumerate(stage) if name == "VOLUME"]
+    assert [stage[i][1] for i in volumes] == ['["/tmp"]']
+    prepared = [
+        index for index, (name, args) in enumerate(stage) if name == "RUN" and "chmod 1777 /tmp" in args
+    ]
+    assert prepared and prepared[-1] < volumes[0], "chmod 1777 /tmp must come before VOLUME"
+    assert not [args for name, args in stage[volumes[0] :] if name == "RUN" and "/tmp" in args]
+
+
 def test_final_stage_holds_only_the_built_venv():
     copies = [args for name, args in final_stage() if name in ("COPY", "ADD")]
     assert copies == ["--from=builder /opt/venv /opt/venv"]

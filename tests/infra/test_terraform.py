@@ -12,8 +12,10 @@ import json
 import os
 import re
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -29,8 +31,10 @@ from tests.infra.conftest import (
     AppliedStack,
     Terraform,
     managed_resources,
+    moto_client,
 )
 from tests.infra.event_pattern import matches
+from tests.infra.input_transformer import render
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("terraform")]
 
@@ -288,6 +292,7 @@ def test_apply_creates_the_whole_footprint(applied_stack: AppliedStack) -> None:
         "aws_kms_alias",
         "aws_kms_key",
         "aws_scheduler_schedule",
+        "aws_security_group",
         "aws_sns_topic",
         "aws_sns_topic_policy",
         "aws_sns_topic_subscription",
@@ -300,9 +305,9 @@ def test_apply_creates_the_whole_footprint(applied_stack: AppliedStack) -> None:
 
 @pytest.mark.parametrize(
     ("job", "expression"),
-    [("create-invoices", "cron(0 9 4 * ? *)"), ("send-invoices", "cron(0 5 * * ? *)")],
+    [("create-invoices", "cron(0 9 4-10 * ? *)"), ("send-invoices", "cron(0 5 * * ? *)")],
 )
-def test_schedules_fire_at_the_seed_times_in_los_angeles(
+def test_schedules_fire_daily_in_los_angeles_create_on_the_4th_to_10th(
     applied_stack: AppliedStack, job: str, expression: str
 ) -> None:
     schedule = one(applied_stack, f'module.schedule["{job}"].aws_scheduler_schedule.this')
@@ -345,13 +350,45 @@ def test_schedules_run_the_current_task_definition_revision_on_fargate(
     assert re.search(r":task-definition/qbo-invoice-processor:\d+$", ecs["task_definition_arn"])
     assert ecs["launch_type"] == "FARGATE"
     assert ecs["task_count"] == 1
+    created = one(applied_stack, "aws_security_group.task[0]")["id"]
     assert ecs["network_configuration"] == [
         {
             "assign_public_ip": True,
-            "security_groups": ["sg-0123456789abcdef0"],
+            "security_groups": sorted([created, "sg-0123456789abcdef0"]),
             "subnets": ["subnet-0123456789abcdef0"],
         }
     ]
+
+
+def test_security_group_made_from_vpc_id_allows_outbound_https_only(applied_stack: AppliedStack) -> None:
+    group = one(applied_stack, "aws_security_group.task[0]")
+    assert group["vpc_id"] == applied_stack.vpc_id
+    assert group["ingress"] == []
+    assert [(r["protocol"], r["from_port"], r["to_port"]) for r in group["egress"]] == [("tcp", 443, 443)]
+    assert group["egress"][0]["cidr_blocks"] == ["0.0.0.0/0"]
+    # What AWS holds, not only what Terraform asked for: the default allow-all egress rule is gone.
+    described = moto_client(applied_stack.endpoint, "ec2").describe_security_groups(GroupIds=[group["id"]])
+    (held,) = described["SecurityGroups"]
+    assert held["IpPermissions"] == []
+    assert [(r["IpProtocol"], r.get("FromPort"), r.get("ToPort")) for r in held["IpPermissionsEgress"]] == [
+        ("tcp", 443, 443)
+    ]
+
+
+def test_outputs_give_what_a_manual_or_smoke_run_needs(applied_stack: AppliedStack) -> None:
+    outputs = {k: v["value"] for k, v in json.loads(applied_stack.run("output", "-json").stdout).items()}
+    target = schedule_target(applied_stack, "send-invoices")
+    network = target["ecs_parameters"][0]["network_configuration"][0]
+    assert outputs["cluster_name"] == "qbo-invoice-processor-cluster"
+    assert outputs["task_definition_arn"] == target["ecs_parameters"][0]["task_definition_arn"]
+    assert outputs["container_name"] == container(applied_stack)["name"]
+    assert (
+        outputs["log_group_name"] == container(applied_stack)["logConfiguration"]["options"]["awslogs-group"]
+    )
+    assert outputs["subnet_ids"] == network["subnets"]
+    assert sorted(outputs["security_group_ids"]) == network["security_groups"]
+    assert outputs["assign_public_ip"] is network["assign_public_ip"]
+    assert outputs["task_security_group_id"] == one(applied_stack, "aws_security_group.task[0]")["id"]
 
 
 @pytest.mark.parametrize("job", ["create-invoices", "send-invoices"])
@@ -387,6 +424,7 @@ def test_task_definition_is_small_read_only_non_root_and_pinned_by_digest(
     assert re.fullmatch(re.escape(repository) + r"@sha256:[0-9a-f]{64}", spec["image"])
     assert spec["name"] == "invoice-processor"
     assert spec["readonlyRootFilesystem"] is True
+    assert spec["stopTimeout"] == 120, "Fargate's maximum: the graceful SIGTERM stop must fit inside"
     assert spec["privileged"] is False
     assert spec["user"] == "10001"
     assert [v["name"] for v in task["volume"]] == ["tmp"]
@@ -422,7 +460,18 @@ def test_task_environment_carries_every_setting_the_jobs_read(applied_stack: App
         "INVOICE_DELIVERY": "qbo",
         "LOG_FORMAT": "json",
         "METRICS_NAMESPACE": NAMESPACE,
+        "BUSINESS_TIME_ZONE": "America/Los_Angeles",
     }
+
+
+def test_jobs_and_schedules_share_one_business_time_zone(applied_stack: AppliedStack) -> None:
+    environment = {e["name"]: e["value"] for e in container(applied_stack)["environment"]}
+    zones = {
+        address: values["schedule_expression_timezone"]
+        for address, values in of_type(applied_stack, "aws_scheduler_schedule").items()
+    }
+    assert len(zones) == 3, zones  # two jobs and the monthly deadline check
+    assert set(zones.values()) == {environment["BUSINESS_TIME_ZONE"]}, zones
 
 
 def test_log_group_and_cluster(applied_stack: AppliedStack) -> None:
@@ -495,16 +544,50 @@ def test_failure_rule_ignores_healthy_and_foreign_tasks(
     assert not matches(failure_pattern(applied_stack), event), description
 
 
-def test_failure_rule_sends_a_readable_message_to_the_topic(applied_stack: AppliedStack) -> None:
+def failure_mail(stack: AppliedStack, event: dict[str, Any]) -> str:
+    """The text SNS would mail for ``event``: the applied target's input transformer, rendered."""
+    transformer = one(stack, "module.alarms.aws_cloudwatch_event_target.task_failed_to_sns")[
+        "input_transformer"
+    ][0]
+    return render(transformer["input_paths"], transformer["input_template"], event)
+
+
+def test_failure_rule_sends_its_mail_to_the_topic(applied_stack: AppliedStack) -> None:
     target = one(applied_stack, "module.alarms.aws_cloudwatch_event_target.task_failed_to_sns")
-    topic = one(applied_stack, "module.alarms.aws_sns_topic.alerts")
-    assert target["arn"] == topic["arn"]
+    assert target["arn"] == one(applied_stack, "module.alarms.aws_sns_topic.alerts")["arn"]
     transformer = target["input_transformer"][0]
-    message = json.loads(transformer["input_template"])  # a JSON string: SNS gets plain text
-    placeholders = set(re.findall(r"<([A-Za-z]+)>", message))
-    assert placeholders <= set(transformer["input_paths"]), placeholders - set(transformer["input_paths"])
-    assert {"task", "stopCode", "stoppedReason", "exitCode"} <= placeholders
-    assert "/ecs/qbo-invoice-processor" in message
+    placeholders = set(re.findall(r"<([A-Za-z0-9_.-]+)>", transformer["input_template"]))
+    assert placeholders == set(transformer["input_paths"]), "every <placeholder> must be an input path"
+
+
+def test_failure_mail_reads_as_plain_lines_for_a_job_that_exited_1(applied_stack: AppliedStack) -> None:
+    mail = failure_mail(applied_stack, ecs_event(exit_codes=[1]))
+    lines = mail.splitlines()
+    assert len(lines) >= 10, mail
+    assert "\\n" not in mail and '\\"' not in mail, f"escapes reached the reader:\n{mail}"
+    assert not mail.startswith('"') and not mail.rstrip().endswith('"'), "a JSON string, not text"
+    assert "<" not in mail and ">" not in mail, "an unfilled placeholder"
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines if ":  " in line)}
+    assert fields["Exit code"].startswith("1 ")
+    assert fields["Stop code"] == "EssentialContainerExited"
+    assert fields["Stopped reason"] == "Essential container in task exited"
+    assert fields["Time (UTC)"] == "2026-11-04T17:03:12Z"
+    assert fields["Task"].endswith("task/qbo-invoice-processor-cluster/0123456789abcdef")
+    assert "log group /ecs/qbo-invoice-processor, stream ecs/invoice-processor/ followed by" in mail
+    assert "Exit code 2:" in mail and "make qbo-auth" in mail
+
+
+def test_failure_mail_for_a_task_that_never_started_says_so(applied_stack: AppliedStack) -> None:
+    event = ecs_event(exit_codes=[None], stop_code="TaskFailedToStart")
+    event["detail"]["stoppedReason"] = (
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
+    )
+    mail = failure_mail(applied_stack, event)
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in mail.splitlines())}
+    assert fields["Exit code"] == "(empty: the container never ran)"
+    assert fields["Stop code"] == "TaskFailedToStart"
+    assert fields["Stopped reason"].startswith("CannotPullContainerError")
+    assert "<" not in mail and "\\n" not in mail
 
 
 # --- alerts topic and alarms ----------------------------------------------------------------------
@@ -515,9 +598,30 @@ def test_alerts_topic_is_encrypted_with_a_key_its_publishers_may_use(applied_sta
     assert topic["kms_master_key_id"] == key["arn"]
     assert key["enable_key_rotation"] is True
     key_statements = {s["Sid"]: s for s in statements(key["policy"])}
-    publishers = key_statements["AlarmAndEventPublishersUseTheKey"]
-    assert sorted(publishers["Principal"]["Service"]) == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
-    assert publishers["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
+    assert set(key_statements) == {
+        "AccountAdministersTheKey",
+        "EventBridgeUsesTheKey",
+        "CloudWatchAlarmsOfThisAccountUseTheKey",
+    }
+    for sid in ("EventBridgeUsesTheKey", "CloudWatchAlarmsOfThisAccountUseTheKey"):
+        assert sorted(as_list(key_statements[sid]["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # EventBridge sends no aws:Source* context to KMS: any such condition would drop every alert.
+    events = key_statements["EventBridgeUsesTheKey"]
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert "Condition" not in events
+    assert not [
+        s
+        for s in key_statements.values()
+        if "events.amazonaws.com" in str(s["Principal"]) and "Condition" in s
+    ]
+    alarms = key_statements["CloudWatchAlarmsOfThisAccountUseTheKey"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert alarms["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
+    # The key's policy as KMS holds it (moto), not only as Terraform sent it.
+    held = moto_client(applied_stack.endpoint, "kms").get_key_policy(
+        KeyId=key["key_id"], PolicyName="default"
+    )
+    assert {s["Sid"]: s for s in statements(held["Policy"])} == key_statements
     subscriptions = of_type(applied_stack, "aws_sns_topic_subscription")
     assert [(s["protocol"], s["endpoint"]) for s in subscriptions.values()] == [("email", "ops@example.com")]
 
@@ -559,23 +663,53 @@ def _within_cloudwatch_limits(alarm: dict[str, Any]) -> bool:
     return window <= 7 * 86400 and (alarm["period"] >= 3600 or window <= 86400)
 
 
-def test_daily_job_alarms_after_26_hours_without_a_completed_run(applied_stack: AppliedStack) -> None:
-    alarm = one(applied_stack, 'module.alarms.aws_cloudwatch_metric_alarm.no_run["send-invoices"]')
-    topic = one(applied_stack, "module.alarms.aws_sns_topic.alerts")["arn"]
-    assert (alarm["namespace"], alarm["metric_name"]) == (NAMESPACE, "RunCompleted")
-    assert alarm["dimensions"] == {"Job": "send-invoices"}
-    assert alarm["statistic"] == "Sum"
+def successes_query(alarm: dict[str, Any], job: str) -> None:
+    """The alarm counts successful runs: RunCompleted - RunFailed of ``job``, hourly sums."""
+    queries = {q["id"]: q for q in alarm["metric_query"]}
+    assert set(queries) == {"succeeded", "completed", "failed"}
+    assert queries["succeeded"]["expression"] == "FILL(completed, 0) - FILL(failed, 0)"
+    assert queries["succeeded"]["return_data"] is True
+    for query_id, metric_name in (("completed", "RunCompleted"), ("failed", "RunFailed")):
+        (metric,) = queries[query_id]["metric"]
+        assert (metric["namespace"], metric["metric_name"]) == (NAMESPACE, metric_name)
+        assert metric["dimensions"] == {"Job": job}
+        assert (metric["stat"], metric["period"]) == ("Sum", 3600)
     assert alarm["treat_missing_data"] == "breaching"
     assert (alarm["comparison_operator"], alarm["threshold"]) == ("LessThanThreshold", 1)
-    assert alarm["period"] * alarm["evaluation_periods"] == 26 * 3600
-    assert alarm["datapoints_to_alarm"] == alarm["evaluation_periods"], (
-        "every hour of the window must be empty"
-    )
-    assert _within_cloudwatch_limits(alarm)
-    assert alarm["alarm_actions"] == [topic]
+    assert alarm["datapoints_to_alarm"] == alarm["evaluation_periods"], "every hour must lack a success"
+    assert alarm["evaluation_periods"] * 3600 <= 7 * 86400, "CloudWatch evaluates at most 7 days"
 
 
-def test_monthly_job_is_checked_at_a_deadline_because_cloudwatch_cannot_look_back_32_days(
+def test_daily_job_alarms_after_26_hours_without_a_successful_run(applied_stack: AppliedStack) -> None:
+    alarm = one(applied_stack, 'module.alarms.aws_cloudwatch_metric_alarm.no_run["send-invoices"]')
+    topic = one(applied_stack, "module.alarms.aws_sns_topic.alerts")["arn"]
+    successes_query(alarm, "send-invoices")
+    assert alarm["evaluation_periods"] == 26
+    assert alarm["alarm_actions"] == [topic] and alarm["actions_enabled"] is True
+
+
+def _window_checks(deadline_cron: str, lookback_hours: int, first_try_cron: str) -> list[str]:
+    """For every month of two years: does the look-back from the deadline reach back before the
+    window's first try (in Los Angeles time, DST included), and come 6 h or more after the last try?"""
+    deadline_min, deadline_hour, deadline_day = (int(x) for x in deadline_cron[5:].split()[:3])
+    first_min, first_hour, days = first_try_cron[5:].split()[:3]
+    first_day, last_day = (int(d) for d in days.split("-"))
+    zone = ZoneInfo("America/Los_Angeles")
+    problems = []
+    for year in (2026, 2027):
+        for month in range(1, 13):
+            deadline = datetime(year, month, deadline_day, deadline_hour, deadline_min, tzinfo=zone)
+            start = deadline.astimezone(UTC) - timedelta(hours=lookback_hours)
+            first = datetime(year, month, first_day, int(first_hour), int(first_min), tzinfo=zone)
+            last = datetime(year, month, last_day, int(first_hour), int(first_min), tzinfo=zone)
+            if start > first.astimezone(UTC):
+                problems.append(f"{year}-{month:02}: the window starts after the first try")
+            if deadline.astimezone(UTC) < last.astimezone(UTC) + timedelta(hours=6):
+                problems.append(f"{year}-{month:02}: the deadline comes before the last try could finish")
+    return problems
+
+
+def test_monthly_window_is_checked_after_its_last_try_over_the_whole_window(
     applied_stack: AppliedStack,
 ) -> None:
     topic = one(applied_stack, "module.alarms.aws_sns_topic.alerts")["arn"]
@@ -585,26 +719,31 @@ def test_monthly_job_is_checked_at_a_deadline_because_cloudwatch_cannot_look_bac
         applied_stack, 'module.alarms.aws_cloudwatch_composite_alarm.missed_run["create-invoices"]'
     )
     check = one(applied_stack, 'module.alarms.aws_scheduler_schedule.check["create-invoices"]')
+    schedule = one(applied_stack, 'module.schedule["create-invoices"].aws_scheduler_schedule.this')
 
-    # "No run in the window" is normal most of the month: it must not notify on its own.
-    assert (no_run["metric_name"], no_run["dimensions"]) == ("RunCompleted", {"Job": "create-invoices"})
-    assert no_run["treat_missing_data"] == "breaching" and no_run["statistic"] == "Sum"
+    # "No success in the window" is normal most of the month: it must not notify on its own.
+    successes_query(no_run, "create-invoices")
     assert not no_run["alarm_actions"] and not no_run["ok_actions"]
-    assert _within_cloudwatch_limits(no_run) and _within_cloudwatch_limits(check_due)
     assert (check_due["metric_name"], check_due["dimensions"]) == ("RunCheckDue", {"Job": "create-invoices"})
     assert check_due["treat_missing_data"] == "notBreaching" and not check_due["alarm_actions"]
 
-    # The composite notifies when the deadline check fired and no run completed before it.
+    # The composite notifies when the deadline check fired and no run succeeded in the window.
     assert (
         composite["alarm_rule"] == f'ALARM("{check_due["alarm_name"]}") AND ALARM("{no_run["alarm_name"]}")'
     )
-    assert composite["alarm_actions"] == [topic]
+    assert composite["alarm_actions"] == [topic] and composite["actions_enabled"] is True
+    # Its check signal ages out after 3 hours; an OK then would claim the missing run arrived.
+    assert not composite["ok_actions"] and not composite["insufficient_data_actions"]
 
-    # The check runs a day after the monthly schedule, and the look-back reaches past it.
-    assert check["schedule_expression"] == "cron(0 9 5 * ? *)"
-    assert check["schedule_expression_timezone"] == "America/Los_Angeles"
-    lookback_hours = no_run["period"] * no_run["evaluation_periods"] / 3600
-    assert lookback_hours >= 24 + 2, "the window must cover the scheduled run plus DST and retries"
+    # The deadline follows the 4th-10th window: after its last try, looking back past its first.
+    assert check["schedule_expression"] == "cron(0 21 10 * ? *)"
+    assert check["schedule_expression_timezone"] == "America/Los_Angeles" and check["state"] == "ENABLED"
+    assert (
+        _window_checks(
+            check["schedule_expression"], no_run["evaluation_periods"], schedule["schedule_expression"]
+        )
+        == []
+    )
     target = check["target"][0]
     assert target["arn"] == "arn:aws:scheduler:::aws-sdk:cloudwatch:putMetricData"
     assert json.loads(target["input"]) == {
@@ -621,6 +760,33 @@ def test_monthly_job_is_checked_at_a_deadline_because_cloudwatch_cannot_look_bac
     assert target["dead_letter_config"] == [
         {"arn": one(applied_stack, 'module.schedule["create-invoices"].aws_sqs_queue.dead_letter')["arn"]}
     ]
+
+
+def test_window_check_helper_catches_a_window_that_misses_the_first_try() -> None:
+    assert _window_checks("cron(0 21 10 * ? *)", 72, "cron(0 9 4-10 * ? *)"), "72 h cannot reach the 4th"
+    assert _window_checks("cron(0 9 10 * ? *)", 160, "cron(0 9 4-10 * ? *)"), "deadline at the last try"
+
+
+def test_pausing_the_schedules_pauses_the_missed_run_checks(applied_stack: AppliedStack) -> None:
+    """schedules_enabled=false, planned against the applied stack: nothing would fire or alarm."""
+    plan_file = applied_stack.directory / "paused.tfplan"
+    applied_stack.run("plan", "-input=false", "-var", "schedules_enabled=false", f"-out={plan_file}")
+    planned = json.loads(applied_stack.run("show", "-json", str(plan_file)).stdout)
+    after = {
+        change["address"]: change["change"]["after"]
+        for change in planned["resource_changes"]
+        if change["change"]["after"] is not None
+    }
+    schedules = {a: v["state"] for a, v in after.items() if ".aws_scheduler_schedule." in a}
+    assert len(schedules) == 3 and set(schedules.values()) == {"DISABLED"}, schedules
+    alarms = {
+        a: v["actions_enabled"]
+        for a, v in after.items()
+        if ".aws_cloudwatch_metric_alarm.no_run" in a
+        or ".aws_cloudwatch_metric_alarm.check_due" in a
+        or ".aws_cloudwatch_composite_alarm." in a
+    }
+    assert len(alarms) == 4 and set(alarms.values()) == {False}, alarms
 
 
 # --- IAM ----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def _invoice(customer: str = "60", **extra: object) -> dict:
     return {"CustomerRef": {"value": customer}, "Line": [_line("112.50", "2.5", "45.00")], **extra}
 
 
+@pytest.mark.usefixtures("rotate_every_time")
 def test_refresh_rotates_the_token_and_the_old_one_gets_invalid_grant(
     sandbox: Sandbox, http: requests.Session
 ) -> None:
@@ -312,35 +313,6 @@ def test_pdf_is_a_valid_pdf_with_number_and_total(qbo: Qbo) -> None:
     assert data[xref:].startswith(b"xref")
     offsets = [int(m.group(1)) for m in re.finditer(rb"(\d{10}) 00000 n", data)]
     assert all(re.match(rb"\d+ 0 obj", data[o:]) for o in offsets) and len(offsets) >= 6
-
-
-def test_batch_answers_each_item_with_its_own_fault(qbo: Qbo) -> None:
-    items = [
-        {"bId": "b1", "operation": "create", "Invoice": _invoice()},
-        {"bId": "b2", "operation": "create", "Invoice": _invoice(Line=[_line("1.00", "3", "1.00")])},
-        {"bId": "b3", "Query": "SELECT * FROM Item WHERE Name = 'Robot Runtime'"},
-        {"bId": "b4", "operation": "update", "Invoice": {"Id": "141", "SyncToken": "0", "sparse": True}},
-    ]
-    response = qbo.post("/batch", {"BatchItemRequest": items}, requestid=str(uuid.uuid4()))
-    answers = {a["bId"]: a for a in response.json()["BatchItemResponse"]}
-
-    assert response.status_code == 200
-    assert answers["b1"]["Invoice"]["TotalAmt"] == 112.5
-    assert answers["b2"]["Fault"]["Error"][0]["code"] == "6070"
-    assert answers["b3"]["QueryResponse"]["Item"][0]["Id"] == "21"
-    assert answers["b4"]["Fault"]["Error"][0]["code"] == "5010"
-
-
-def test_batch_limits(qbo: Qbo) -> None:
-    too_many = qbo.post(
-        "/batch", {"BatchItemRequest": [{"bId": f"q{i}", "Query": "SELECT * FROM Term"} for i in range(31)]}
-    )
-    long_bid = qbo.post(
-        "/batch", {"BatchItemRequest": [{"bId": "b" * 11, "Query": "SELECT * FROM Term"}]}, requestid="r-1"
-    )
-
-    assert too_many.status_code == 400 and too_many.json()["Fault"]["Error"][0]["code"] == "1040"
-    assert long_bid.status_code == 400
 
 
 def test_other_realm_is_forbidden(sandbox: Sandbox, qbo: Qbo) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from create_invoices.attribution import attribute_time, client_number_of
+from create_invoices.attribution import attribute_time
 from create_invoices.period import Period
 from integrations.models import ClientRecord, TimeEntry
 
@@ -213,9 +213,27 @@ def test_naive_start_times_are_refused():
         attribute_time([bad], CLIENTS, OCTOBER)
 
 
-def test_client_number_of_reads_only_the_leading_number():
-    assert client_number_of("10002 - Acme") == "10002"
-    assert client_number_of("  10002Acme") == "10002"
-    assert client_number_of("Acme 10002") is None
-    assert client_number_of("１０００２ - fullwidth digits") is None
-    assert client_number_of(None) is None
+def test_a_malformed_entry_fails_only_its_own_client_or_is_listed_with_its_problem():
+    from dataclasses import replace
+
+    bad_acme = replace(entry("bad-1", list_id="L-acme", duration_ms=0), problem="field 'duration' is missing")
+    bad_nobody = replace(
+        entry("bad-2", list_id="L-unknown", duration_ms=0), problem="field 'start' is missing"
+    )
+    bad_unbillable = replace(entry("bad-3", list_id="L-acme", billable=False), problem="x")
+    result = attribute_time(
+        [bad_acme, bad_nobody, bad_unbillable, entry("ok", folder_id="F-beta")], CLIENTS, OCTOBER
+    )
+
+    assert ids(result.malformed["10002"]) == ["bad-1"] and result.by_client["10002"] == []
+    assert ids(result.by_client["10003"]) == ["ok"] and "10003" not in result.malformed
+    assert ids(result.unattributed) == ["bad-2"]
+    assert result.reasons["bad-2"] == "malformed entry: field 'start' is missing"
+    assert result.non_billable_count == 1
+
+
+def test_a_finished_entry_with_a_negative_duration_is_not_a_running_timer():
+    finished = TimeEntry(
+        "e1", "u1", "Zoë", True, datetime(2026, 10, 2, tzinfo=UTC), datetime(2026, 10, 2, 1, tzinfo=UTC), -5
+    )
+    assert not finished.running

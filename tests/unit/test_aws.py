@@ -470,7 +470,38 @@ def test_record_without_a_claim_is_refused(ledger: Ledger) -> None:
 def test_record_rejects_unknown_status(ledger: Ledger) -> None:
     ledger.claim("k", "run-a", "req-a", 60)
     with pytest.raises(ValueError, match="unknown ledger status"):
-        ledger.record("k", "run-a", "claimed")
+        ledger.record("k", "run-a", "cancelled")
+
+
+def test_a_renewed_lease_keeps_a_claim_from_being_taken_over(ledger: Ledger, clock: Clock) -> None:
+    ledger.claim("k", "run-a", "req-a", 60)
+    clock.advance(50)
+    assert ledger.renew("k", "run-a", 60)
+    clock.advance(50)  # 100 s after the claim, 50 s after the renewal
+    assert ledger.claim("k", "run-b", "req-b", 60)[0] is False
+    clock.advance(11)
+    acquired, entry = ledger.claim("k", "run-b", "req-b", 60)
+    assert acquired and entry.request_id == "req-a"
+    assert not ledger.renew("k", "run-a", 60)  # no longer ours
+
+
+def test_annotate_merges_into_a_finished_row_only(ledger: Ledger) -> None:
+    ledger.claim("k", "run-a", "req-a", 60, {"invoice_id": "9"})
+    assert not ledger.annotate("k", "created", {"archived": True})  # still claimed
+    ledger.record("k", "run-a", "created", {"archived": False})
+    assert ledger.annotate("k", "created", {"archived": True})
+    assert ledger.get("k").attributes == {"invoice_id": "9", "archived": True}
+
+
+def test_documents_survive_the_item_size_limit(ledger: Ledger) -> None:
+    import os
+
+    big = os.urandom(700_000)  # incompressible: three chunks
+    ledger.put_document("invoice#10002#2026-10", big)
+    assert ledger.get_document("invoice#10002#2026-10") == big
+    ledger.put_document("invoice#10002#2026-10", b"small")
+    assert ledger.get_document("invoice#10002#2026-10") == b"small"
+    assert ledger.get_document("invoice#10003#2026-10") is None
 
 
 @pytest.fixture
@@ -608,9 +639,8 @@ def test_expired_lock_can_be_taken_and_the_old_owner_cannot_release_it(ledger: L
 
 
 def test_run_metric_reports_completed_and_failed(aws: AwsClients) -> None:
-    settings = load_settings({**ENV, "METRICS_NAMESPACE": "Test/Invoices"})
-    publish_run_metric(settings, "create-invoices", failed=True)
-    publish_run_metric(settings, "send-invoices", failed=False)
+    publish_run_metric(aws.cloudwatch, "Test/Invoices", "create-invoices", failed=True)
+    publish_run_metric(aws.cloudwatch, "Test/Invoices", "send-invoices", failed=False)
 
     def total(metric: str, job: str) -> float:
         stats = aws.cloudwatch.get_metric_statistics(
@@ -630,25 +660,15 @@ def test_run_metric_reports_completed_and_failed(aws: AwsClients) -> None:
     assert total("RunFailed", "send-invoices") == 0
 
 
-def test_run_metric_is_skipped_without_a_namespace(
-    aws_env: None, boto_session: boto3.session.Session
-) -> None:
-    settings = load_settings({**ENV, "METRICS_NAMESPACE": ""})
-    publish_run_metric(
-        settings, "create-invoices", failed=False, cloudwatch=unreachable_client(boto_session, "cloudwatch")
-    )
-
-
 def test_unreachable_cloudwatch_is_a_cloudwatch_error(
     aws_env: None, boto_session: boto3.session.Session
 ) -> None:
-    settings = load_settings(ENV)
     with pytest.raises(errors.TransportError) as caught:
         publish_run_metric(
-            settings,
+            unreachable_client(boto_session, "cloudwatch"),
+            "QboInvoiceProcessor",
             "create-invoices",
             failed=False,
-            cloudwatch=unreachable_client(boto_session, "cloudwatch"),
         )
     assert caught.value.service == "cloudwatch"
     assert "PutMetricData QboInvoiceProcessor" in str(caught.value)

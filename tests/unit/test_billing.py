@@ -18,20 +18,17 @@ from create_invoices.billing import (
     PricingError,
     aggregate_runtime,
     build_draft,
-    build_lines,
     cents,
     doc_number,
     draft_to_qbo,
-    has_marker,
     hours,
-    marker,
     price_book_from_items,
     prices_for,
     split_lines,
-    to_json,
     trace_csv,
 )
 from create_invoices.period import Period
+from integrations import decimal_json
 from integrations.models import ClientRecord, ProcessRun, TimeEntry
 
 D = Decimal
@@ -103,7 +100,7 @@ def entry(
         user_name=user,
         billable=True,
         start=begin,
-        end=begin + timedelta(milliseconds=max(ms, 0)),
+        end=begin + timedelta(milliseconds=ms) if ms >= 0 else None,
         duration_ms=ms,
         task_id=task_id,
         task_name=task_name,
@@ -312,7 +309,9 @@ def test_a_negative_run_duration_fails_the_client_loudly():
 # -- lines -----------------------------------------------------------------------------------------
 def test_robot_line_is_hours_times_rate_when_that_is_whole_cents():
     # 1800 + 1800 + 1200 s = 4800 s = 1.333 h -> 1.33 h; 1.33 x 90.00 = 119.70
-    [line] = build_lines(runtime(run("a", "1800"), run("b", "1800"), run("c", "1200")), [], book(robot="90"))
+    [line] = split_lines(
+        runtime(run("a", "1800"), run("b", "1800"), run("c", "1200")), [], book(robot="90")
+    ).lines
     assert (line.kind, line.qty, line.unit_price, line.amount, line.hours) == (
         "robot",
         D("1.33"),
@@ -327,9 +326,9 @@ def test_robot_line_is_hours_times_rate_when_that_is_whole_cents():
 
 def test_a_line_that_is_not_whole_cents_becomes_qty_one_at_the_rounded_amount():
     # 1.33 h x 95.50 = 127.015 -> 127.02 (half up): Qty 1 x 127.02 so that Amount == Qty x UnitPrice
-    [line] = build_lines(
+    [line] = split_lines(
         runtime(run("a", "1800"), run("b", "1800"), run("c", "1200")), [], book(robot="95.50")
-    )
+    ).lines
     assert (line.qty, line.unit_price, line.amount, line.hours) == (
         D("1"),
         D("127.02"),
@@ -341,7 +340,7 @@ def test_a_line_that_is_not_whole_cents_becomes_qty_one_at_the_rounded_amount():
 
 def test_eighteen_seconds_bill_one_cent_of_an_hour_and_seventeen_bill_nothing():
     # 18 s = 0.005 h -> 0.01 h; 0.01 x 95.50 = 0.955 -> 0.96
-    [line] = build_lines(runtime(run("a", "18")), [], book())
+    [line] = split_lines(runtime(run("a", "18")), [], book()).lines
     assert (line.qty, line.unit_price, line.amount) == (D("1"), D("0.96"), D("0.96"))
     priced = split_lines(runtime(run("b", "17")), [], book())
     assert priced.lines == []
@@ -350,7 +349,7 @@ def test_eighteen_seconds_bill_one_cent_of_an_hour_and_seventeen_bill_nothing():
 
 def test_half_a_cent_on_a_line_rounds_up_not_to_even():
     # 360 s = 0.10 h; 0.10 x 0.25 = 0.025 -> 0.03 (half-even would give 0.02)
-    [line] = build_lines(runtime(run("a", "360")), [], book(robot="0.25"))
+    [line] = split_lines(runtime(run("a", "360")), [], book(robot="0.25")).lines
     assert (line.qty, line.unit_price, line.amount) == (D("1"), D("0.03"), D("0.03"))
     assert line.description == "Robot runtime – Invoice bot: 1 run, 0.10 h at 0.25/h"
 
@@ -358,7 +357,7 @@ def test_half_a_cent_on_a_line_rounds_up_not_to_even():
 def test_hours_are_rounded_once_per_line_not_per_entry():
     # three entries of 10 s: each 0.00 h alone, together 30 s = 0.0083 h -> 0.01 h; x 150 = 1.50
     entries = [entry(f"e{i}", duration_ms=10_000) for i in range(3)]
-    [line] = build_lines(runtime(), entries, book())
+    [line] = split_lines(runtime(), entries, book()).lines
     assert (line.qty, line.unit_price, line.amount) == (D("0.01"), D("150.00"), D("1.50"))
 
 
@@ -370,7 +369,7 @@ def test_one_service_line_per_task_and_entries_without_task_grouped_by_descripti
         entry("e4", 15, task_id=None, task_name=None, description=""),
         entry("e5", 30, task_id=None, task_name=None, description="  Call with CFO "),
     ]
-    lines = build_lines(runtime(), entries, book())
+    lines = split_lines(runtime(), entries, book()).lines
     # 135 min = 2.25 h x 150 = 337.50; 60 min = 1.00 h x 150 = 150.00; 15 min = 0.25 h x 150 = 37.50
     assert [(line.description, line.qty, line.amount) for line in lines] == [
         ("Professional services – (no task): 0.25 h", D("0.25"), D("37.50")),
@@ -382,30 +381,30 @@ def test_one_service_line_per_task_and_entries_without_task_grouped_by_descripti
 
 
 def test_an_entry_seen_twice_is_billed_once():
-    [line] = build_lines(runtime(), [entry("e1", 60), entry("e1", 60)], book())
+    [line] = split_lines(runtime(), [entry("e1", 60), entry("e1", 60)], book()).lines
     assert line.qty == D("1.00")
 
 
 def test_running_or_non_billable_entries_cannot_be_billed():
     with pytest.raises(ValueError, match="running"):
-        build_lines(runtime(), [entry("e1", duration_ms=-1)], book())
+        split_lines(runtime(), [entry("e1", duration_ms=-1)], book())
     with pytest.raises(ValueError, match="not billable"):
-        build_lines(runtime(), [replace(entry("e2"), billable=False)], book())
+        split_lines(runtime(), [replace(entry("e2"), billable=False)], book())
 
 
 def test_a_zero_rate_with_hours_to_bill_is_a_pricing_error():
     with pytest.raises(PricingError, match="Robot Runtime"):
-        build_lines(runtime(run("a", "3600")), [], book(robot="0"))
-    assert build_lines(runtime(run("a", "17")), [], book(robot="0")) == []  # nothing to bill at it
+        split_lines(runtime(run("a", "3600")), [], book(robot="0"))
+    assert split_lines(runtime(run("a", "17")), [], book(robot="0")).lines == []  # nothing to bill at it
 
 
 def test_zero_usage_without_a_fee_bills_nothing():
-    assert build_lines(runtime(), [], book()) == []
+    assert split_lines(runtime(), [], book()).lines == []
     assert build_draft(ClientRecord("10005"), CUSTOMER, OCTOBER, [], date(2026, 11, 4), True) is None
 
 
 def test_zero_usage_with_a_fee_bills_only_the_fee():
-    [line] = build_lines(runtime(), [], book(fee="500.00"))
+    [line] = split_lines(runtime(), [], book(fee="500.00")).lines
     assert (line.kind, line.description, line.qty, line.unit_price, line.amount, line.hours) == (
         "fee",
         "Automation subscription – October 2026",
@@ -420,7 +419,7 @@ def test_zero_usage_with_a_fee_bills_only_the_fee():
 
 
 def test_the_fee_line_takes_the_month_from_an_explicit_period():
-    [line] = build_lines(runtime(), [], book(fee="99.99"), Period(2027, 1))
+    [line] = split_lines(runtime(), [], book(fee="99.99"), Period(2027, 1)).lines
     assert line.description == "Automation subscription – January 2027"
 
 
@@ -439,7 +438,7 @@ def full_invoice_lines() -> list[InvoiceLine]:
         entry("e3", 30, task_id=None, task_name=None, description="Call with CFO"),
         entry("e4", 15, task_id=None, task_name=None),
     ]
-    return build_lines(usage, entries, prices_for(client, base))
+    return split_lines(usage, entries, prices_for(client, base)).lines
 
 
 def test_a_full_invoice_with_overrides_adds_up_by_hand():
@@ -469,7 +468,7 @@ def test_amount_equals_qty_times_unit_price_exactly_for_every_combination():
         rate = D(rate_text)
         prices = book(robot=rate_text, service=rate_text)
         for seconds in range(18, 40_000, 67):
-            [line] = build_lines(runtime(run("r", str(seconds))), [], prices)
+            [line] = split_lines(runtime(run("r", str(seconds))), [], prices).lines
             billed = (D(seconds) / 3600).quantize(D("0.01"), rounding=ROUND_HALF_UP)
             expected = (billed * rate).quantize(D("0.01"), rounding=ROUND_HALF_UP)
             assert line.amount == line.qty * line.unit_price, (seconds, rate)
@@ -477,7 +476,7 @@ def test_amount_equals_qty_times_unit_price_exactly_for_every_combination():
             assert line.amount == line.amount.quantize(D("0.01")), (seconds, rate)
             assert line.hours == billed
             assert (line.qty, line.unit_price) in ((billed, rate), (D(1), expected))
-            sent = json.loads(to_json(draft_to_qbo(_draft([line]))), parse_float=D)["Line"][0]
+            sent = json.loads(decimal_json.dumps(draft_to_qbo(_draft([line]))), parse_float=D)["Line"][0]
             detail = sent["SalesItemLineDetail"]
             assert D(str(sent["Amount"])) == D(str(detail["Qty"])) * D(str(detail["UnitPrice"]))
             checked += 1
@@ -486,8 +485,8 @@ def test_amount_equals_qty_times_unit_price_exactly_for_every_combination():
 
 def test_whole_cent_products_keep_hours_as_quantity():
     # 2.25 h x 95.50 = 214.875 (not whole cents); 2.00 h x 95.50 = 191.00 (whole cents)
-    [uneven] = build_lines(runtime(run("a", "8100")), [], book(robot="95.50"))
-    [even] = build_lines(runtime(run("b", "7200")), [], book(robot="95.50"))
+    [uneven] = split_lines(runtime(run("a", "8100")), [], book(robot="95.50")).lines
+    [even] = split_lines(runtime(run("b", "7200")), [], book(robot="95.50")).lines
     assert (uneven.qty, uneven.unit_price, uneven.amount) == (D("1"), D("214.88"), D("214.88"))
     assert (even.qty, even.unit_price, even.amount) == (D("2.00"), D("95.50"), D("191.00"))
 
@@ -497,18 +496,9 @@ def _draft(lines, customer=CUSTOMER, custom_numbers=True):
     return build_draft(ClientRecord("10005"), customer, OCTOBER, lines, date(2026, 11, 4), custom_numbers)
 
 
-def test_marker_and_doc_number():
-    assert marker("10002", OCTOBER) == "invoice-processor:10002:2026-10"
+def test_doc_number():
     assert doc_number("10002", OCTOBER) == "10002-202610"
     assert len(doc_number("1234567890", Period(2026, 12))) <= 21
-
-
-def test_has_marker_finds_the_marker_as_a_whole_word_only():
-    assert has_marker("invoice-processor:10002:2026-10 (created by the invoice processor)", "10002", OCTOBER)
-    assert has_marker("Voided invoice-processor:10002:2026-10", "10002", OCTOBER)
-    assert not has_marker("invoice-processor:10002:2026-10", "1000", OCTOBER)
-    assert not has_marker("invoice-processor:10002:2026-10", "10002", Period(2026, 1))
-    assert not has_marker(None, "10002", OCTOBER)
 
 
 def test_the_draft_takes_the_customer_and_its_email():
@@ -536,8 +526,8 @@ def test_a_customer_without_email_gives_no_bill_email():
 
 
 def test_qbo_body_has_every_field_the_invoice_needs():
-    [fee] = build_lines(runtime(), [], book(fee="250.00"))
-    [robot] = build_lines(runtime(run("r1", "4800")), [], book(robot="95.50"))
+    [fee] = split_lines(runtime(), [], book(fee="250.00")).lines
+    [robot] = split_lines(runtime(run("r1", "4800")), [], book(robot="95.50")).lines
     body = draft_to_qbo(_draft([robot, fee]))
     assert body == {
         "CustomerRef": {"value": "58", "name": "10005 - O'Brien & Søn Ltd"},
@@ -574,35 +564,9 @@ def test_qbo_body_has_every_field_the_invoice_needs():
     assert "invoice-processor:10005:2026-10" in body["PrivateNote"].split()
 
 
-def test_json_writes_decimals_exactly_and_refuses_floats():
-    text = to_json(
-        {
-            "Amount": D("127.02"),
-            "Qty": D("1"),
-            "Big": D("1E+2"),
-            "Tiny": D("0.10"),
-            "Name": "Søn's",
-            "ok": [True, None, 3],
-        }
-    )
-    assert text == '{"Amount":127.02,"Qty":1,"Big":100,"Tiny":0.10,"Name":"S\\u00f8n\'s","ok":[true,null,3]}'
-    assert json.loads(text, parse_float=D) == {
-        "Amount": D("127.02"),
-        "Qty": 1,
-        "Big": 100,
-        "Tiny": D("0.10"),
-        "Name": "Søn's",
-        "ok": [True, None, 3],
-    }
-    with pytest.raises(TypeError, match="float"):
-        to_json({"Amount": 127.02})
-    with pytest.raises(ValueError):
-        to_json({"Amount": D("NaN")})
-
-
 def test_the_whole_body_round_trips_through_json():
     body = draft_to_qbo(_draft(full_invoice_lines()))
-    assert json.loads(to_json(body), parse_float=D) == body
+    assert json.loads(decimal_json.dumps(body), parse_float=D) == body
 
 
 # -- the usage trace ---------------------------------------------------------------------------------
@@ -646,7 +610,7 @@ def test_trace_csv_ties_every_line_to_its_runs_and_time_entries():
 def test_trace_csv_round_trips_apostrophes_commas_quotes_and_non_ascii():
     name = 'Año-end close, "phase 2" for O\'Brien & Søn – 東京'
     entries = [entry("e1", 60, task_name=name, user="José D'Ávila, Jr.")]
-    rows = _rows(trace_csv(_draft(build_lines(runtime(), entries, book()))))
+    rows = _rows(trace_csv(_draft(split_lines(runtime(), entries, book()).lines)))
     assert rows[0]["name"] == name
     assert rows[0]["user"] == "José D'Ávila, Jr."
     assert rows[0]["description"] == f"Professional services – {name}: 1.00 h"
@@ -654,7 +618,7 @@ def test_trace_csv_round_trips_apostrophes_commas_quotes_and_non_ascii():
 
 def test_trace_csv_defuses_spreadsheet_formulas():
     entries = [entry("e1", 60, task_name='=HYPERLINK("http://x")', user="@admin")]
-    rows = _rows(trace_csv(_draft(build_lines(runtime(), entries, book()))))
+    rows = _rows(trace_csv(_draft(split_lines(runtime(), entries, book()).lines)))
     assert rows[0]["name"] == '\'=HYPERLINK("http://x")'
     assert rows[0]["user"] == "'@admin"
 
@@ -684,3 +648,11 @@ def test_lines_chosen_by_the_caller_are_renumbered_in_the_trace():
     lines = full_invoice_lines()
     draft = _draft([lines[4], lines[5]])
     assert [row.line for line in draft.lines for row in line.trace] == [1, 1, 2]
+
+
+def test_an_ended_run_without_a_start_is_named_not_dropped():
+    broken = ProcessRun("r9", "ws", "p", "Invoice bot", "completed", None, at("2026-10-02T10:00:00"), D(60))
+    with pytest.raises(ValueError, match="process run r9 .*completed but has no started_at"):
+        aggregate_runtime([broken], OCTOBER)
+    never_started = replace(broken, state="new", ended_at=None, duration_seconds=None)
+    assert aggregate_runtime([never_started], OCTOBER).processes == []

@@ -13,8 +13,9 @@ from loguru import logger
 
 import integrations.aws
 from integrations import errors
-from integrations.cli import JobOptions, JobOutcome, StartupError, format_table, parse_args, run
+from integrations.cli import JobOptions, JobOutcome, format_table, parse_args, run
 from integrations.config import Settings
+from integrations.errors import StartupError
 from integrations.logging import register_secret
 from tests.settings import VALID_ENV
 
@@ -30,11 +31,18 @@ def _restore_loguru() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entrypoint wires the AWS clients (no call is made): give boto3 something to find."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture(autouse=True)
 def metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Record the success metric instead of calling CloudWatch."""
     published: list[tuple[str, bool]] = []
 
-    def fake(settings: Settings, job_name: str, failed: bool) -> None:
+    def fake(cloudwatch: Any, namespace: str, job_name: str, failed: bool) -> None:
         published.append((job_name, failed))
 
     monkeypatch.setattr(integrations.aws, "publish_run_metric", fake)
@@ -53,7 +61,7 @@ class FakeJob:
         self.loaded.append(name)
         return self
 
-    def __call__(self, settings: Settings, options: JobOptions) -> JobOutcome:
+    def __call__(self, settings: Settings, options: JobOptions, services: Any) -> JobOutcome:
         self.calls.append((settings, options))
         if isinstance(self.result, Exception):
             raise self.result
@@ -144,7 +152,7 @@ def test_reauthorization_exits_2_with_instructions(
     (error_line,) = [line for line in log_lines(err) if line["record"]["level"]["name"] == "ERROR"]
     message = error_line["record"]["message"]
     assert "invalid_grant" in message
-    assert "reconnected" in message and "OAuth consent flow" in message and "refresh_token" in message
+    assert "reconnected" in message and "make qbo-auth" in message and "refresh token" in message
     assert "reconnected" in json.loads(summary_path.read_text())["error"]
 
 

@@ -178,19 +178,28 @@ def test_entries_that_start_outside_the_period_are_left_to_their_own_month():
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"duration": "about an hour"}, "time entry e1: field 'duration'"),
-        ({"start": None}, "time entry e1: field 'start' is missing"),
-        ({"id": None}, "time entry #0: field 'id' is missing"),
+        ({"duration": "about an hour"}, "field 'duration' is not a whole number ('about an hour')"),
+        ({"duration": "1h30m"}, "field 'duration' is not a whole number ('1h30m')"),
+        ({"duration": ""}, "field 'duration' is missing"),
+        ({"duration": None}, "field 'duration' is missing"),
+        ({"start": None}, "field 'start' is missing"),
+        ({"id": None}, "field 'id' is missing"),
+        ({"duration": "-3600000"}, "a finished entry (it has an end) with a negative duration"),
+        ({"end": "1"}, "its end is before its start"),
     ],
 )
-def test_a_garbled_entry_is_reported_by_id_and_field(change, needle):
+def test_a_garbled_entry_comes_back_named_with_its_problem_and_location(change, needle):
+    """One bad entry must not fail the request: it fails only the client it belongs to."""
     raw = entry("e1")
     raw.update(change)
     with responses.RequestsMock() as rsps:
-        serve_entries(rsps, {ms(2026, 10, 1): [raw]})
-        with pytest.raises(errors.GarbledResponse) as caught:
-            client().time_entries(OCT, NOV, ["7"])
-    assert needle in caught.value.reason
+        serve_entries(rsps, {ms(2026, 10, 1): [raw, entry("e2")]})
+        found = client().time_entries(OCT, NOV, ["7"])
+    bad = [e for e in found if e.problem]
+    assert len(bad) == 1 and needle in bad[0].problem
+    assert not bad[0].running and bad[0].duration_ms == 0
+    assert bad[0].list_id == str(raw["task_location"]["list_id"])
+    assert [e.id for e in found if not e.problem] == ["e2"]
 
 
 @pytest.mark.parametrize("body", ["<html>maintenance</html>", json.dumps({"entries": []})])

@@ -108,7 +108,7 @@ def test_timeout_is_a_transport_error_naming_service_and_operation(local_http_se
     message = str(caught.value)
     assert message.startswith("qbo query Invoice failed:")
     assert "timed out" in message
-    assert caught.value.retryable
+    assert isinstance(caught.value, errors.TransportError)
     assert len(local_http_server.calls("GET", "/hang")) == 2
 
 
@@ -273,3 +273,22 @@ def test_a_retried_429_passes_the_rate_limiter_like_the_first_attempt(local_http
 
     assert len(local_http_server.calls("GET", "/v3/query")) == 2
     assert len(acquired) == 2  # the retry counts against the service's limit too
+
+
+def test_an_ssl_eof_is_retried_for_safe_calls_only() -> None:
+    """urllib3 files an SSLEOFError under "other" errors; they were never retried (other=0)."""
+    import ssl
+
+    from urllib3.exceptions import SSLError
+
+    retry = build_session("qbo", max_retries=3).get_adapter("https://x").max_retries
+    dropped = SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+
+    again = retry.increment(method="GET", url="/v3/company/1/query", error=dropped)
+    assert again.other == 2 and again.total == 2
+    with pytest.raises(SSLError):
+        retry.increment(method="POST", url="/v3/company/1/invoice", error=dropped)
+    replay_safe = (
+        build_session("qbo", replay_safe_posts=True, max_retries=3).get_adapter("https://x").max_retries
+    )
+    assert replay_safe.increment(method="POST", url="/v3/company/1/invoice", error=dropped).other == 2

@@ -9,7 +9,8 @@ import pytest
 
 from create_invoices.period import Period
 
-LA = ZoneInfo("America/Los_Angeles")
+LOS_ANGELES = "America/Los_Angeles"
+LA = ZoneInfo(LOS_ANGELES)
 
 
 def utc(text: str) -> datetime:
@@ -105,18 +106,18 @@ def test_contains_refuses_naive_datetimes():
     ],
 )
 def test_previous_to_is_the_month_before_in_los_angeles(moment, expected):
-    assert Period.previous_to(utc(moment)) == expected
+    assert Period.previous_to(utc(moment), LOS_ANGELES) == expected
 
 
 def test_previous_to_accepts_any_aware_zone_and_other_zones():
-    assert Period.previous_to(datetime(2026, 11, 4, 9, 0, tzinfo=LA)) == Period(2026, 10)
+    assert Period.previous_to(datetime(2026, 11, 4, 9, 0, tzinfo=LA), LOS_ANGELES) == Period(2026, 10)
     assert Period.previous_to(utc("2026-11-01T06:30:00"), tz="UTC") == Period(2026, 10)
     assert Period.previous_to(utc("2026-10-31T23:30:00"), tz="Europe/Berlin") == Period(2026, 10)
 
 
 def test_previous_to_refuses_naive_moments_and_unknown_zones():
     with pytest.raises(ValueError, match="timezone-aware"):
-        Period.previous_to(datetime(2026, 11, 4, 9, 0))
+        Period.previous_to(datetime(2026, 11, 4, 9, 0), LOS_ANGELES)
     with pytest.raises(ValueError, match="unknown time zone"):
         Period.previous_to(utc("2026-11-04T17:00:00"), tz="Mars/Olympus_Mons")
 

@@ -20,7 +20,7 @@ import pytest
 import responses
 from loguru import logger
 
-from integrations import errors
+from integrations import errors, token_expiry
 from integrations.http import build_session
 from integrations.logging import mask
 from integrations.qbo import QboTokens, RefreshTokenNotSaved, TokenLockTimeout
@@ -153,6 +153,8 @@ class FakeIntuit:
             "x_refresh_token_expires_in": 8726400,
             "access_token": access,
         }
+        if request.headers.get("x-include-refresh-token-hard-expires-in") == "true":  # Intuit's opt-in
+            reply["x_refresh_token_hard_expires_in"] = 5 * 365 * 86400
         return 200, {"intuit_tid": "tid-token-200"}, json.dumps(reply)
 
     def api(self, handler):
@@ -240,7 +242,11 @@ def test_refresh_saves_rotated_token_in_whole_secret_before_returning_access_tok
 
     assert access == "access-token-001"
     assert intuit.presented == [FIRST_REFRESH]
-    assert store.writes == [(SECRET_NAME, qbo_secret("refresh-token-001"))]  # other fields kept
+    ((name, written),) = store.writes
+    expiry = {k: written.pop(k) for k in ("refresh_token_expires_at", "refresh_token_hard_expires_at")}
+    assert (name, written) == (SECRET_NAME, qbo_secret("refresh-token-001"))  # other fields kept
+    days = {k: (datetime.fromisoformat(v) - datetime.now(UTC)).days for k, v in expiry.items()}
+    assert days == {"refresh_token_expires_at": 100, "refresh_token_hard_expires_at": 1824}
     assert ledger.acquired == [(f"qbo-token#{REALM}", ledger.acquired[0][1])]
     assert ledger.released == ledger.acquired and ledger.ttls == [60]
     assert tokens.realm_id == REALM and tokens.environment == "sandbox"
@@ -274,12 +280,34 @@ def test_invalidate_forces_a_refresh_but_ignores_an_already_replaced_token(store
     assert len(intuit.presented) == 2
 
 
-def test_unrotated_refresh_token_is_not_rewritten(store, ledger, intuit):
+def _stored_expiry(days: float, hard_days: float) -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {
+        "refresh_token_expires_at": token_expiry.iso(now + timedelta(days=days)),
+        "refresh_token_hard_expires_at": token_expiry.iso(now + timedelta(days=hard_days)),
+    }
+
+
+def test_unrotated_refresh_token_is_not_rewritten_while_its_dates_hold(ledger, intuit):
     intuit.rotate = False
+    store = FakeSecretStore({SECRET_NAME: qbo_secret(**_stored_expiry(101, 5 * 365))})
 
     assert make_tokens(store, ledger).access_token() == "access-token-001"
     assert store.writes == []
     assert store.values[SECRET_NAME]["refresh_token"] == FIRST_REFRESH
+
+
+def test_unrotated_refresh_token_gets_its_moved_expiry_date_saved(ledger, intuit):
+    # The 100-day limit rolls forward with each use: the stored date must follow it, or the
+    # warnings would fire for a token that is in daily use.
+    intuit.rotate = False
+    store = FakeSecretStore({SECRET_NAME: qbo_secret(**_stored_expiry(40, 5 * 365))})
+
+    make_tokens(store, ledger).access_token()
+
+    ((_, written),) = store.writes
+    assert written["refresh_token"] == FIRST_REFRESH
+    assert token_expiry.days_left(written, datetime.now(UTC)) == pytest.approx(101, abs=0.1)
 
 
 def test_failed_secret_write_raises_and_withholds_the_access_token(store, ledger, intuit):
@@ -382,6 +410,7 @@ def test_garbled_token_reply_is_reported_without_echoing_the_body(store, ledger)
         mock.add("POST", TOKEN_URL, status=200, body=body, content_type="application/x-www-form-urlencoded")
         with pytest.raises(errors.GarbledResponse) as caught:
             make_tokens(store, ledger).access_token()
+        assert len(mock.calls) == 2  # tried once more with the same token, then reported
 
     assert "may have been lost" in str(caught.value)
     assert_no_secret_in(caught.value, ["access-token-form-777", "refresh-token-form-777"])
@@ -396,21 +425,34 @@ def test_rotated_refresh_token_is_saved_even_when_the_reply_lacks_an_access_toke
     assert store.values[SECRET_NAME]["refresh_token"] == "refresh-token-partial"
 
 
-def test_token_endpoint_5xx_and_timeouts_are_not_replayed(store, ledger, local_http_server):
-
-    local_http_server.script("POST", "/token", Scripted(503, {"error": "unavailable"}), Scripted(200, {}))
+def test_a_lost_token_reply_is_tried_once_more_with_the_same_token(store, ledger, local_http_server):
+    """The session never replays the POST itself; the token code tries exactly once more, under
+    the lock, with the same refresh token (Intuit keeps the previous value valid)."""
+    reply = {
+        "access_token": "access-token-second",
+        "refresh_token": "refresh-token-second",
+        "expires_in": 3600,
+    }
+    local_http_server.script("POST", "/token", Scripted(503, {"error": "unavailable"}), Scripted(200, reply))
     session = build_session("qbo-oauth", max_retries=3, backoff_factor=0.01, timeout=0.3)
     tokens = make_tokens(store, ledger, session=session, token_url=f"{local_http_server.url}/token")
 
-    with pytest.raises(errors.ServerError):
-        tokens.access_token()
-    assert len(local_http_server.calls("POST", "/token")) == 1
+    assert tokens.access_token() == "access-token-second"
+    calls = local_http_server.calls("POST", "/token")
+    assert len(calls) == 2 and calls[0].body == calls[1].body  # the same refresh token both times
+    assert store.values[SECRET_NAME]["refresh_token"] == "refresh-token-second"
 
+
+def test_a_token_reply_lost_twice_is_a_transport_error_not_a_crash(store, ledger, local_http_server):
     local_http_server.script("POST", "/token", Scripted(200, {"access_token": "x" * 10}, delay=0.45))
+    session = build_session("qbo-oauth", max_retries=3, backoff_factor=0.01, timeout=0.3)
+    tokens = make_tokens(store, ledger, session=session, token_url=f"{local_http_server.url}/token")
+
     with pytest.raises(errors.TransportError):
         tokens.access_token()
-    assert len(local_http_server.calls("POST", "/token")) == 2  # the timed-out POST was not resent
+    assert len(local_http_server.calls("POST", "/token")) == 2  # once more, never a blind third time
     assert ledger.released == ledger.acquired
+    assert store.values[SECRET_NAME]["refresh_token"] == FIRST_REFRESH
     time.sleep(0.2)  # let the late reply hit its closed socket while this test still captures output
 
 

@@ -17,7 +17,7 @@ locals {
   # The two scheduled jobs: same image and task definition, different command and schedule.
   jobs = {
     "create-invoices" = {
-      description  = "Monthly: create one QBO invoice per client for the previous month."
+      description  = "Daily on the 4th-10th: create one QBO invoice per client for the previous month (the first success bills; later runs change nothing and heal a failed one)."
       schedule     = var.create_invoices_schedule
       command      = ["--create-invoices"]
       retry_window = var.create_invoices_retry_window_seconds
@@ -61,6 +61,9 @@ locals {
     INVOICE_DELIVERY                = var.invoice_delivery
     LOG_FORMAT                      = "json"
     METRICS_NAMESPACE               = var.metrics_namespace
+    # One setting for the business time zone: the schedules fire in it and the jobs reckon
+    # billing months and "today" in it, so the two can never disagree.
+    BUSINESS_TIME_ZONE = var.schedule_timezone
   }
 }
 
@@ -122,6 +125,8 @@ module "ecs" {
   environment        = local.environment
   log_group_name     = "/ecs/${local.name}"
   log_retention_days = var.log_retention_days
+  # Fargate's maximum: the graceful SIGTERM stop (summary, ledger, mail, exit 1) must fit inside.
+  stop_timeout_seconds = var.task_stop_timeout_seconds
 }
 
 module "schedule" {
@@ -139,7 +144,7 @@ module "schedule" {
   container_name               = module.ecs.container_name
   command                      = each.value.command
   subnet_ids                   = var.subnet_ids
-  security_group_ids           = var.security_group_ids
+  security_group_ids           = local.security_group_ids
   assign_public_ip             = var.assign_public_ip
   scheduler_role_arn           = module.iam.scheduler_role_arn
   maximum_event_age_in_seconds = each.value.retry_window
@@ -157,19 +162,21 @@ module "alarms" {
   metrics_namespace  = var.metrics_namespace
   timezone           = var.schedule_timezone
   scheduler_role_arn = module.iam.scheduler_role_arn
+  # Paused schedules pause their missed-run checks too, or a planned pause would raise alarms.
+  enabled = var.schedules_enabled
 
   dead_letter_queues = {
     for job, schedule in module.schedule : job => schedule.dead_letter_queue_name
   }
 
   run_checks = {
-    # Daily job: alarm once no run completed for this many hours (a day plus slack; DST days
+    # Daily job: alarm once no run succeeded for this many hours (a day plus slack; DST days
     # are 23 or 25 hours long).
     "send-invoices" = {
       max_hours_without_run = var.send_invoices_max_hours_without_run
     }
-    # Monthly job: a 32-day window is beyond CloudWatch's 7-day limit, so a deadline check
-    # looks back from a fixed time after the scheduled run (see README).
+    # Monthly window (daily tries on the 4th-10th): a month is beyond CloudWatch's 7-day limit, so
+    # a deadline check after the window's last try looks back over the whole window (see README).
     "create-invoices" = {
       max_hours_without_run       = var.create_invoices_lookback_hours
       check_schedule_expression   = var.create_invoices_deadline_schedule

@@ -8,6 +8,31 @@ output "cluster_arn" {
   value       = module.ecs.cluster_arn
 }
 
+output "container_name" {
+  description = "Name of the job container (the one a run-task command override addresses)."
+  value       = module.ecs.container_name
+}
+
+output "subnet_ids" {
+  description = "Subnets the schedules run the task in (use the same for a manual or smoke run)."
+  value       = var.subnet_ids
+}
+
+output "security_group_ids" {
+  description = "Security groups the schedules give the task: yours plus the one created from vpc_id, if any."
+  value       = local.security_group_ids
+}
+
+output "assign_public_ip" {
+  description = "Whether the schedules give the task a public IP (true in public subnets without NAT)."
+  value       = var.assign_public_ip
+}
+
+output "task_security_group_id" {
+  description = "The security group the stack created from vpc_id (egress 443 only), or null."
+  value       = one(aws_security_group.task[*].id)
+}
+
 output "task_definition_arn" {
   description = "Task definition ARN with its revision (what both schedules run)."
   value       = module.ecs.task_definition_arn

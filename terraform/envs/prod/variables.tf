@@ -220,6 +220,12 @@ variable "container_insights" {
   default     = "enabled"
 }
 
+variable "task_stop_timeout_seconds" {
+  description = "Seconds ECS waits after SIGTERM before SIGKILL (container stopTimeout; Fargate's maximum is 120). The jobs' graceful stop (summary, ledger, bookkeeper mail, exit 1) must fit inside it."
+  type        = number
+  default     = 120
+}
+
 variable "log_retention_days" {
   description = "Days the job logs are kept."
   type        = number
@@ -251,42 +257,67 @@ variable "ledger_deletion_protection" {
 }
 
 # --- Network ----------------------------------------------------------------------------------
+# The jobs call QBO, Microsoft Graph, ClickUp and Robocorp on the internet: VPC endpoints alone
+# cannot reach them. The subnets need a NAT gateway (assign_public_ip = false) or must be public
+# subnets with a route to an internet gateway (assign_public_ip = true).
 variable "subnet_ids" {
-  description = "Subnets the tasks run in."
+  description = "Subnets the tasks run in. They need a route to the internet: private subnets with a NAT gateway (assign_public_ip = false) or public subnets with an internet gateway (assign_public_ip = true). VPC endpoints alone cannot reach QBO, Graph, ClickUp or Robocorp."
   type        = list(string)
 
   validation {
-    condition     = length(var.subnet_ids) > 0
-    error_message = "Give at least one subnet."
+    condition     = length(var.subnet_ids) > 0 && alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "Give at least one subnet id (subnet-...)."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC of the subnets. When set, the stack creates the tasks' security group there: outbound HTTPS (443) only, no inbound. Leave null to bring your own in security_group_ids."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.vpc_id == null || can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must be a VPC id (vpc-...) or null."
   }
 }
 
 variable "security_group_ids" {
-  description = "Security groups of the tasks: outbound HTTPS (443) is all the jobs need; no inbound."
+  description = "Your own security groups for the tasks (outbound HTTPS 443 is all the jobs need; no inbound). May be empty when vpc_id is set: then the stack's own group is used (added to these)."
   type        = list(string)
+  default     = []
 
   validation {
-    condition     = length(var.security_group_ids) > 0
-    error_message = "Give at least one security group."
+    condition     = alltrue([for id in var.security_group_ids : can(regex("^sg-[0-9a-f]+$", id))])
+    error_message = "security_group_ids must hold security group ids (sg-...)."
+  }
+
+  validation {
+    condition     = length(var.security_group_ids) > 0 || var.vpc_id != null
+    error_message = "Give security_group_ids, or vpc_id so the stack creates a security group (egress 443 only)."
   }
 }
 
 variable "assign_public_ip" {
-  description = "Public IP for the tasks: true in public subnets without NAT (the seed's setup), false in private subnets with a NAT gateway or VPC endpoints."
+  description = "true: the tasks get a public IP (public subnets with an internet gateway and no NAT, the seed guide's setup). false: private subnets, which then need a NAT gateway; without one the tasks cannot reach QBO, Graph, ClickUp or Robocorp (VPC endpoints cover AWS services only)."
   type        = bool
 }
 
 # --- Schedules and alarms ---------------------------------------------------------------------
 variable "schedule_timezone" {
-  description = "Time zone the schedules are read in (daylight saving time followed)."
+  description = "The business time zone: the schedules fire in it (daylight saving time followed) and the jobs get it as BUSINESS_TIME_ZONE, to reckon billing months and dates in it. One setting, so the two never disagree."
   type        = string
   default     = "America/Los_Angeles"
+
+  validation {
+    condition     = can(regex("^(UTC|Etc/[A-Za-z0-9+-]+|[A-Z][A-Za-z_-]+(/[A-Z][A-Za-z0-9_+-]+){1,2})$", var.schedule_timezone))
+    error_message = "schedule_timezone must be an IANA time zone name such as America/Los_Angeles or UTC."
+  }
 }
 
 variable "create_invoices_schedule" {
-  description = "When invoices are created: the 4th of the month, 09:00 (schedule_timezone)."
+  description = "When invoices are created: daily on the 4th-10th at 09:00 (schedule_timezone). The first success bills the previous month; later runs change nothing and heal a failed or killed one. Move create_invoices_deadline_schedule with it."
   type        = string
-  default     = "cron(0 9 4 * ? *)"
+  default     = "cron(0 9 4-10 * ? *)"
 }
 
 variable "send_invoices_schedule" {
@@ -296,7 +327,7 @@ variable "send_invoices_schedule" {
 }
 
 variable "schedules_enabled" {
-  description = "Set false to pause both schedules (e.g. during a migration) without destroying them."
+  description = "Set false to pause both schedules (e.g. during a migration) without destroying them; the missed-run check schedule and the missed-run alarms pause with them."
   type        = bool
   default     = true
 }
@@ -320,21 +351,21 @@ variable "send_invoices_retry_window_seconds" {
 }
 
 variable "send_invoices_max_hours_without_run" {
-  description = "Alarm when no send-invoices run completed for this many hours."
+  description = "Alarm when no send-invoices run succeeded (exit 0) for this many hours."
   type        = number
   default     = 26
 }
 
 variable "create_invoices_deadline_schedule" {
-  description = "When the monthly run is checked: a day after create_invoices_schedule (move it with that schedule)."
+  description = "When the monthly window is checked: the 10th at 21:00 (schedule_timezone), 12 hours after the window's last try (its 6-hour retry window plus the run). Move it with create_invoices_schedule."
   type        = string
-  default     = "cron(0 9 5 * ? *)"
+  default     = "cron(0 21 10 * ? *)"
 }
 
 variable "create_invoices_lookback_hours" {
-  description = "At the deadline, how far back a completed create-invoices run is looked for (must cover the scheduled time)."
+  description = "At the deadline, how far back a successful create-invoices run is looked for: 160 h reaches from the 10th 21:00 back to the 4th about 05:00, before the window's first try (09:00) even on a 25-hour DST day. At most 168 (CloudWatch's 7 days)."
   type        = number
-  default     = 72
+  default     = 160
 }
 
 variable "alert_emails" {

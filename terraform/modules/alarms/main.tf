@@ -15,19 +15,29 @@ locals {
 
   alarm_arn_prefix = "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${var.name_prefix}-"
 
-  # jsonencode escapes "<" and ">"; EventBridge placeholders must stay verbatim.
-  failure_message = replace(replace(jsonencode(join("\n", [
+  # The failure mail's text. A plain-text input template (not a JSON string): EventBridge hands the
+  # template to SNS as it is, placeholders filled in, so a JSON string would arrive with its quotes
+  # and every line break as a literal "\n" on one line. Values are inserted as they are (EventBridge
+  # does not escape them); a path missing from the event (exitCode of a task that never started)
+  # leaves its placeholder empty, hence the hint on that line.
+  failure_message = join("\n", [
     "A ${var.name_prefix} task stopped abnormally.",
-    "Time: <time>",
-    "Task: <task>",
+    "",
+    "Time (UTC):      <time>",
+    "Exit code:       <exitCode>   (empty: the container never ran)",
+    "Stop code:       <stopCode>",
+    "Stopped reason:  <stoppedReason>",
+    "Started by:      <startedBy>",
+    "Task:            <task>",
     "Task definition: <taskDefinition>",
-    "Started by: <startedBy>",
-    "Stop code: <stopCode>",
-    "Stopped reason: <stoppedReason>",
-    "Exit code: <exitCode>",
-    "Logs: CloudWatch log group ${var.log_group_name}, stream ecs/<container>/ followed by the id at the end of the task ARN.",
-    "Exit code 1 = some clients/invoices failed (others were processed); 2 = the run could not start (configuration, secret, QBO re-authorisation). The job's summary is the last log line.",
-  ])), "\\u003c", "<"), "\\u003e", ">")
+    "",
+    "Exit code 1: some clients or invoices were not finished (the others were processed); the next scheduled run picks them up, the bookkeeper's mail lists them.",
+    "Exit code 2: the run could not start (configuration, a secret, or QBO needs re-authorisation: make qbo-auth).",
+    "No exit code: the task never started (image pull, network, IAM); the stopped reason says why.",
+    "",
+    "Logs: CloudWatch log group ${var.log_group_name}, stream ecs/<container>/ followed by the last part of the task ARN above; the job's summary is the last log line.",
+    "",
+  ])
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -49,10 +59,21 @@ resource "aws_kms_key" "alerts" {
         Action    = "kms:*"
         Resource  = "*"
       },
+      # EventBridge does not send aws:SourceAccount / aws:SourceArn when it calls KMS for an SNS
+      # target, so any aws:Source* condition here would deny it and every task-failure alert would
+      # be dropped silently. The topic policy below already lets only our rule publish.
       {
-        Sid       = "AlarmAndEventPublishersUseTheKey"
+        Sid       = "EventBridgeUsesTheKey"
         Effect    = "Allow"
-        Principal = { Service = ["events.amazonaws.com", "cloudwatch.amazonaws.com"] }
+        Principal = { Service = "events.amazonaws.com" }
+        Action    = ["kms:GenerateDataKey*", "kms:Decrypt"]
+        Resource  = "*"
+      },
+      # CloudWatch alarms do send the source context: keep the guard to alarms of this account.
+      {
+        Sid       = "CloudWatchAlarmsOfThisAccountUseTheKey"
+        Effect    = "Allow"
+        Principal = { Service = "cloudwatch.amazonaws.com" }
         Action    = ["kms:GenerateDataKey*", "kms:Decrypt"]
         Resource  = "*"
         Condition = { StringEquals = { "aws:SourceAccount" = local.account_id } }
@@ -193,34 +214,55 @@ resource "aws_cloudwatch_metric_alarm" "dead_letter" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Missed runs. Every completed run publishes RunCompleted=1 (dimension Job). CloudWatch limits
-# period x evaluation periods to 7 days, so:
-#  * frequent jobs: alarm when no run completed in the last N hours (missing data = breaching);
-#  * sparse jobs (monthly): a "no run in the last N hours" alarm without actions, a check
-#    schedule publishing RunCheckDue=1 at the deadline, and a composite alarm that notifies only
-#    when both are in ALARM, i.e. at the deadline no run completed in the window before it.
+# Missed runs. Every completed run publishes RunCompleted=1 and RunFailed=0|1 (dimension Job), so
+# a successful run (exit 0) is RunCompleted - RunFailed. CloudWatch limits period x evaluation
+# periods to 7 days, so:
+#  * frequent jobs: alarm when no run succeeded in the last N hours (missing data = breaching);
+#  * sparse jobs (the monthly window): a "no success in the last N hours" alarm without actions, a
+#    check schedule publishing RunCheckDue=1 at the deadline, and a composite alarm that notifies
+#    only when both are in ALARM, i.e. at the deadline no run succeeded in the window before it.
+# None of them has ok_actions on the composite: its check signal ages out after 3 hours, which
+# would send "OK" while the run is still missing. schedules_enabled=false (var.enabled) pauses the
+# check schedules and turns the alarms' actions off, so a planned pause raises nothing.
 # ---------------------------------------------------------------------------------------------
 resource "aws_cloudwatch_metric_alarm" "no_run" {
   for_each            = var.run_checks
-  alarm_name          = "${var.name_prefix}-${each.key}-no-run-${each.value.max_hours_without_run}h"
-  namespace           = var.metrics_namespace
-  metric_name         = "RunCompleted"
-  dimensions          = { Job = each.key }
-  statistic           = "Sum"
-  period              = 3600
+  alarm_name          = "${var.name_prefix}-${each.key}-no-success-${each.value.max_hours_without_run}h"
   evaluation_periods  = each.value.max_hours_without_run
   datapoints_to_alarm = each.value.max_hours_without_run
   comparison_operator = "LessThanThreshold"
   threshold           = 1
   treat_missing_data  = "breaching"
+  actions_enabled     = var.enabled
   alarm_description = (
     each.value.check_schedule_expression == null
-    ? "No ${each.key} run completed in the last ${each.value.max_hours_without_run} hours: the schedule did not fire, the task did not start, or it hung. Check the schedule, the dead-letter queue and the log group ${var.log_group_name}."
-    : "No ${each.key} run completed in the last ${each.value.max_hours_without_run} hours. Normal between monthly runs, so this alarm has no actions; ${var.name_prefix}-${each.key}-missed-run notifies."
+    ? "No ${each.key} run succeeded (exit 0) in the last ${each.value.max_hours_without_run} hours: the schedule did not fire, the task did not start, it hung, or every run failed. Check the schedule, the dead-letter queue and the log group ${var.log_group_name}."
+    : "No ${each.key} run succeeded (exit 0) in the last ${each.value.max_hours_without_run} hours. Normal between monthly windows, so this alarm has no actions; ${var.name_prefix}-${each.key}-missed-run notifies."
   )
   alarm_actions = each.value.check_schedule_expression == null ? [aws_sns_topic.alerts.arn] : []
   ok_actions    = each.value.check_schedule_expression == null ? [aws_sns_topic.alerts.arn] : []
   tags          = var.tags
+
+  metric_query {
+    id          = "succeeded"
+    label       = "Successful ${each.key} runs"
+    expression  = "FILL(completed, 0) - FILL(failed, 0)"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = { completed = "RunCompleted", failed = "RunFailed" }
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = var.metrics_namespace
+        metric_name = metric_query.value
+        dimensions  = { Job = each.key }
+        stat        = "Sum"
+        period      = 3600
+      }
+    }
+  }
 }
 
 resource "aws_cloudwatch_metric_alarm" "check_due" {
@@ -237,16 +279,17 @@ resource "aws_cloudwatch_metric_alarm" "check_due" {
   comparison_operator = "GreaterThanOrEqualToThreshold"
   threshold           = 1
   treat_missing_data  = "notBreaching"
+  actions_enabled     = var.enabled
   tags                = var.tags
 }
 
 resource "aws_cloudwatch_composite_alarm" "missed_run" {
   for_each          = local.deadline_checks
   alarm_name        = "${var.name_prefix}-${each.key}-missed-run"
-  alarm_description = "The ${each.key} deadline passed (${each.value.check_schedule_expression}, ${var.timezone}) and no run completed in the ${each.value.max_hours_without_run} hours before it. Check the schedule, its dead-letter queue and the log group ${var.log_group_name}, then run the job by hand."
+  alarm_description = "The ${each.key} deadline passed (${each.value.check_schedule_expression}, ${var.timezone}) and no run succeeded in the ${each.value.max_hours_without_run} hours before it. Check the schedule, its dead-letter queue and the log group ${var.log_group_name}, fix, then run the job by hand (see docs/runbook.md). This alarm sends no OK: it stays quiet until the next deadline."
   alarm_rule        = "ALARM(\"${aws_cloudwatch_metric_alarm.check_due[each.key].alarm_name}\") AND ALARM(\"${aws_cloudwatch_metric_alarm.no_run[each.key].alarm_name}\")"
+  actions_enabled   = var.enabled
   alarm_actions     = [aws_sns_topic.alerts.arn]
-  ok_actions        = [aws_sns_topic.alerts.arn]
   tags              = var.tags
 }
 
@@ -258,7 +301,7 @@ resource "aws_scheduler_schedule" "check" {
   description                  = "Deadline of the ${each.key} run: publishes RunCheckDue so the missed-run alarm can look back."
   schedule_expression          = each.value.check_schedule_expression
   schedule_expression_timezone = var.timezone
-  state                        = "ENABLED"
+  state                        = var.enabled ? "ENABLED" : "DISABLED"
 
   flexible_time_window {
     mode = "OFF"

@@ -75,7 +75,8 @@ variable "metrics_namespace" {
 
 variable "run_checks" {
   description = <<-EOT
-    Missed-run alarms, job name (the metric's Job dimension) => settings:
+    Missed-run alarms, job name (the metric's Job dimension) => settings. A run counts when it
+    succeeded: RunCompleted - RunFailed (both published by every completed run).
     max_hours_without_run: look-back window in hours (2-168; CloudWatch evaluates at most 7 days).
     check_schedule_expression: null for a plain "no run for N hours" alarm (daily jobs); for jobs
     that run less often than weekly, the deadline (cron, in var.timezone) at which the window is
@@ -108,6 +109,12 @@ variable "timezone" {
     condition     = can(regex("^(UTC|Etc/[A-Za-z0-9+-]+|[A-Z][A-Za-z_-]+(/[A-Z][A-Za-z0-9_+-]+){1,2})$", var.timezone))
     error_message = "timezone must be an IANA time zone name such as America/Los_Angeles or UTC."
   }
+}
+
+variable "enabled" {
+  description = "false pauses the missed-run checks: the deadline check schedules are DISABLED and the missed-run alarms' actions are off. Set it together with the job schedules (schedules_enabled), so a planned pause raises no alarm."
+  type        = bool
+  default     = true
 }
 
 variable "scheduler_role_arn" {

@@ -23,7 +23,12 @@ locals {
     privileged             = false
     readonlyRootFilesystem = true
     environment            = local.environment
-    # The root filesystem is read-only; /tmp is the task's ephemeral storage, writable.
+    # On a stop (a deploy, a person, Fargate maintenance) ECS sends SIGTERM and SIGKILLs after this
+    # many seconds: the jobs' graceful stop must finish its summary, ledger and mail inside it.
+    stopTimeout = var.stop_timeout_seconds
+    # The root filesystem is read-only; /tmp is the task's ephemeral storage. The image declares
+    # VOLUME /tmp (mode 1777), which makes ECS fill this volume from the image, mode included; an
+    # undeclared path would get an empty root-owned 0755 volume that uid 10001 cannot write.
     mountPoints = [
       {
         sourceVolume  = "tmp"

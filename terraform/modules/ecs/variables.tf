@@ -116,6 +116,17 @@ variable "task_role_arn" {
   }
 }
 
+variable "stop_timeout_seconds" {
+  description = "Seconds between ECS's SIGTERM and its SIGKILL when the task is stopped (container stopTimeout; Fargate allows at most 120). The jobs stop gracefully on SIGTERM (summary, ledger, mail, exit 1) and must fit inside it."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.stop_timeout_seconds >= 2 && var.stop_timeout_seconds <= 120 && floor(var.stop_timeout_seconds) == var.stop_timeout_seconds
+    error_message = "stop_timeout_seconds must be a whole number of seconds from 2 to 120 (Fargate's maximum)."
+  }
+}
+
 variable "environment" {
   description = "Plain environment variables for the container (names from DESIGN §3). Never put secret values here: the jobs read secrets from Secrets Manager by name."
   type        = map(string)

@@ -123,7 +123,7 @@ variable "security_group_ids" {
 }
 
 variable "assign_public_ip" {
-  description = "Give the task a public IP: needed in public subnets without a NAT gateway; false in private subnets."
+  description = "Give the task a public IP: needed in public subnets (internet gateway, no NAT). false in private subnets, which then need a NAT gateway: the jobs call QBO, Graph, ClickUp and Robocorp on the internet, which VPC endpoints cannot reach."
   type        = bool
 }
 
