@@ -142,7 +142,7 @@ def test_an_unsubstituted_scheduled_time_falls_back_to_now_instead_of_exit_2(har
     run = harness.run("--create-invoices", "--dry-run", SCHEDULED_TIME="<aws.scheduler.scheduled-time>")
 
     assert run.exit_code == 0, run.logs
-    assert run.summary["period"] == Period.previous_to(datetime.now(UTC)).label
+    assert run.summary["period"] == Period.previous_to(datetime.now(UTC), "America/Los_Angeles").label
     assert "SCHEDULED_TIME" in run.logs  # the warning says why the scheduled time was not used
 
 

@@ -62,9 +62,9 @@ def moto_server() -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(f"{url}/moto-api/data.json", timeout=1)
+                requests.get(f"{url}/moto-api/data.json", timeout=5)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
                 assert process.poll() is None and time.monotonic() < deadline, "moto server did not start"
                 time.sleep(0.05)
         yield url
