@@ -370,7 +370,7 @@ class GraphStandIn:
                     "kind": "mail",
                     # Outlook's own examples spell it NextExpectedRanges, other tenants answer
                     # nextExpectedRanges: upload sessions take turns, so a client must read both.
-                    "ranges_key": MAIL_RANGES_KEYS[len(self.store.get("graph/uploads", {})) % 2],
+                    "ranges_key": self._next_ranges_key(),
                     "draft_id": draft_id,
                     "name": item["name"],
                     "content_type": item.get("contentType") or "application/octet-stream",
@@ -723,6 +723,12 @@ class GraphStandIn:
             uploads[session_id] = session
         write_atomic(self.uploads_dir / f"{session_id}.part", b"")
         return session
+
+    def _next_ranges_key(self) -> str:
+        """The spelling of the next mail upload session: they take turns, counted in the store."""
+        with self.store.edit("graph/mail_upload_sessions", {"opened": 0}) as counter:
+            counter["opened"] += 1
+            return MAIL_RANGES_KEYS[counter["opened"] % 2]
 
     def _end_session(self, session_id: str) -> None:
         with self.store.edit("graph/uploads", {}) as uploads:

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from integrations import errors
+from integrations import errors, msgraph
 from integrations.models import Attachment
 from integrations.qbo import request_id_for
 from integrations.services import Services
@@ -199,9 +199,19 @@ def test_the_stand_in_never_borrows_the_customers_terms(make_services: ServicesF
 
 
 def test_a_large_mail_upload_sends_every_chunk_in_either_spelling(
-    sandbox: Sandbox, make_services: ServicesFactory
+    sandbox: Sandbox, make_services: ServicesFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     graph = make_services().graph
+    spellings: set[str] = set()
+    read_ranges = msgraph._next_ranges
+
+    def spy(body: object) -> list[str]:
+        spellings.update(
+            k for k in (body if isinstance(body, dict) else {}) if k.lower() == "nextexpectedranges"
+        )
+        return read_ranges(body)
+
+    monkeypatch.setattr(msgraph, "_next_ranges", spy)
     sender = sandbox.env["SENDER_EMAIL"]
     sizes = (3_500_000, 3_600_000)  # two upload sessions: the stand-in alternates the spelling
     for size in sizes:
@@ -217,6 +227,7 @@ def test_a_large_mail_upload_sends_every_chunk_in_either_spelling(
     mails = [m for m in disk_state(sandbox)["mails"] if m["subject"].startswith("Large ")]
     got = sorted(a["size"] for m in mails for a in m["attachments"])
     assert got == sorted(size // 256 * 256 for size in sizes)
+    assert spellings == {"nextExpectedRanges", "NextExpectedRanges"}  # the stand-in used both
 
 
 # --- 12: ClickUp 429 carries only X-RateLimit-*; the client sleeps until the reset ----------------
