@@ -204,7 +204,12 @@ class SendRun:
                     reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
                     self.claims.record(key, "needs_review", {"reason": reason})
                     return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
-                if self._shows_delivery(result):
+                try:
+                    delivered = self._shows_delivery(result)
+                except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
+                    self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
+                    raise
+                if delivered:
                     logger.info(
                         "QBO mailed invoice {doc} despite the error ({error})",
                         doc=result.doc_number,

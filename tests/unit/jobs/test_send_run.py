@@ -264,3 +264,26 @@ def test_a_refused_send_moves_the_next_run_to_a_new_requestid(send_services: Fak
     assert second["10002-202610"]["outcome"] == Outcome.SENT
     assert used == [request_id_for("send#201", "send"), request_id_for("send#201", "send", 1)]
     assert ledger_rows(send_services.ledger)["send#201"].attributes["send_attempt"] == 1
+
+
+def test_a_lost_send_that_cannot_be_checked_is_left_for_the_next_run_to_check(
+    send_services: FakeServices,
+) -> None:
+    send_services.qbo.faults["send"] = (errors.TransportError("qbo", "send invoice", "dropped"), True)
+    send_services.qbo.faults["check"] = (errors.ServerError("qbo", "read invoice", "503", status=503), False)
+    real_get = send_services.qbo.get_invoice
+
+    def get_invoice(invoice_id: str) -> dict:
+        send_services.qbo._fault("check", False)
+        return real_get(invoice_id)
+
+    send_services.qbo.get_invoice = get_invoice  # type: ignore[method-assign]
+
+    first = send(send_services, clients=["10002"])
+    row = ledger_rows(send_services.ledger)["send#201"]
+    second = send(send_services, run_id="run-2", clients=["10002"])
+
+    assert first["10002-202610"]["outcome"] == Outcome.FAILED
+    assert (row.status, row.attributes["stage"]) == ("failed", "mailing")
+    assert "10002-202610" not in second  # EmailSent in QBO: the mail went out once, and stays once
+    assert send_services.qbo.sent == ["201"]
