@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one dispatcher
     cmd.add_argument("--rate-limit-per-sec", type=int)
     cmd.add_argument("--rate-limit-per-min", type=int)
     cmd.add_argument(
+        "--max-concurrent", type=int, help="calls in flight before 429 (QBO default 10; 0 = off)"
+    )
+    cmd.add_argument("--window-seconds", type=float, help='length of the "per minute" window (default 60)')
+    cmd.add_argument("--throttle-seconds", type=float, help="a throttle burst: every call gets 429 this long")
+    cmd.add_argument(
         "--retry-after", type=int, help="seconds in Retry-After (default: until the window frees)"
     )
     cmd.add_argument(
@@ -169,6 +174,9 @@ def _faults(state_dir: Path, args: argparse.Namespace) -> object:
         "latency_ms",
         "rate_limit_per_sec",
         "rate_limit_per_min",
+        "max_concurrent",
+        "window_seconds",
+        "throttle_seconds",
         "retry_after",
         "error_rate",
         "error_status",

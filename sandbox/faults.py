@@ -34,8 +34,11 @@ class FaultConfig:
     latency_ms: float = 0.0
     rate_limit_per_sec: int | None = None
     rate_limit_per_min: int | None = None
+    max_concurrent: int | None = None  # more calls in flight than this: 429 (QBO: 10 per realm)
+    window_seconds: float = 60.0  # length of the "per minute" window (shorter only to test fast)
+    throttle_seconds: float = 0.0  # a throttle burst: every call gets 429 for this long after set()
     retry_after: int | None = None  # seconds in Retry-After; None: until the window frees (at least 1)
-    send_retry_after: bool = True  # real QBO documents no Retry-After; False leaves it out
+    send_retry_after: bool = True  # False leaves Retry-After out (QBO's default: it documents none)
     error_rate: float = 0.0
     error_status: int | None = None  # None: 500, 502 or 503 at random
     timeout_rate: float = 0.0  # the work is done, then the answer stalls for timeout_seconds
@@ -45,6 +48,27 @@ class FaultConfig:
 
     def active(self) -> bool:
         return self != FaultConfig(seed=self.seed)
+
+
+# The documented rules each stand-in enforces unless a test relaxes them by name (0 switches a
+# limit off). Sources in sandbox/README.md, "Strict by default".
+STRICT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Intuit [LIMITS]: 10 requests/s and 500/min per realm, no Retry-After on the 429 ("wait 60
+    # seconds"); [BLOG-CONC2016]: at most 10 concurrent requests per realm.
+    "qbo": {
+        "rate_limit_per_sec": 10,
+        "rate_limit_per_min": 500,
+        "max_concurrent": 10,
+        "send_retry_after": False,
+    },
+    # ClickUp's 429 carries only X-RateLimit-Limit/Remaining/Reset (fault_response never adds
+    # Retry-After for it); its per-token limit depends on the plan, so none is set by default.
+}
+
+
+def default_config(service: str) -> FaultConfig:
+    """The strict configuration a service starts with (and returns to on clear())."""
+    return FaultConfig(**STRICT_DEFAULTS.get(service, {}))
 
 
 @dataclass
@@ -64,6 +88,7 @@ class Decision:
     reset_at: float | None = None
     stall: float = 0.0
     rule: bool = False
+    counted: bool = False  # holds a concurrency slot until done() is called
 
 
 @dataclass
@@ -72,6 +97,12 @@ class _ServiceState:
     rules: list[FailRule] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
     window: deque[float] = field(default_factory=deque)
+    in_flight: int = 0
+    throttled_until: float = 0.0
+
+
+def _fresh_state(service: str) -> _ServiceState:
+    return _ServiceState(config=default_config(service))
 
 
 class FaultInjector:
@@ -79,7 +110,7 @@ class FaultInjector:
 
     def __init__(self, on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._services = {name: _ServiceState() for name in SERVICES}
+        self._services = {name: _fresh_state(name) for name in SERVICES}
         self._on_change = on_change
 
     def _state(self, service: str) -> _ServiceState:
@@ -88,14 +119,16 @@ class FaultInjector:
         return self._services[service]
 
     def set(self, service: str, **settings: Any) -> FaultConfig:
-        """Replace the random/latency/rate-limit settings of a service (unnamed settings are off)."""
+        """Replace the random/latency/rate-limit settings of a service. Unnamed settings go back to
+        the service's strict default (STRICT_DEFAULTS); a test relaxes a limit by naming it (0 = off)."""
         known = {f.name for f in fields(FaultConfig)}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ValueError(
                 f"unknown fault setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        config = FaultConfig(**{k: v for k, v in settings.items() if v is not None})
+        given = {k: v for k, v in settings.items() if v is not None}
+        config = FaultConfig(**{**STRICT_DEFAULTS.get(service, {}), **given})
         for name in ("error_rate", "timeout_rate", "drop_rate"):
             value = getattr(config, name)
             if not 0.0 <= float(value) <= 1.0:
@@ -105,6 +138,7 @@ class FaultInjector:
             state.config = config
             state.rng = random.Random(config.seed)
             state.window.clear()
+            state.throttled_until = time.monotonic() + float(config.throttle_seconds or 0.0)
         self._changed()
         return config
 
@@ -129,7 +163,7 @@ class FaultInjector:
     def clear(self, service: str | None = None) -> None:
         with self._lock:
             for name in [service] if service else list(self._services):
-                self._services[name] = _ServiceState()
+                self._services[name] = _fresh_state(name)
         self._changed()
 
     def describe(self) -> dict[str, Any]:
@@ -138,8 +172,8 @@ class FaultInjector:
             out: dict[str, Any] = {}
             for name, state in self._services.items():
                 rules = [asdict(rule) for rule in state.rules if rule.remaining > 0]
-                if state.config.active() or rules:
-                    defaults = asdict(FaultConfig())
+                defaults = asdict(default_config(name))
+                if asdict(state.config) != {**defaults, "seed": state.config.seed} or rules:
                     settings = {k: v for k, v in asdict(state.config).items() if v != defaults[k]}
                     out[name] = {"settings": settings, "fail_next": rules}
             return out
@@ -172,8 +206,19 @@ class FaultInjector:
                         decision.retry_after = config.retry_after if config.retry_after is not None else 1
                         decision.reset_at = time.time() + decision.retry_after
                     break
+            if decision.outcome is None and time.monotonic() < state.throttled_until:
+                decision.outcome = 429
+                decision.retry_after = config.retry_after if config.retry_after is not None else 60
+                decision.reset_at = time.time() + (state.throttled_until - time.monotonic())
             if decision.outcome is None:
                 self._rate_limit(state, decision)
+            if decision.outcome is None and config.max_concurrent:
+                if state.in_flight >= config.max_concurrent:
+                    decision.outcome, decision.retry_after = 429, config.retry_after or 1
+                    decision.reset_at = time.time() + 1
+            if decision.outcome is None:
+                state.in_flight += 1
+                decision.counted = True
             if decision.outcome is None:
                 if config.drop_rate and state.rng.random() < config.drop_rate:
                     decision.outcome = "drop"
@@ -186,12 +231,20 @@ class FaultInjector:
             self._changed()
         return decision
 
+    def done(self, service: str, decision: Decision) -> None:
+        """The call that ``decide`` let through has finished: free its concurrency slot."""
+        if decision.counted:
+            with self._lock:
+                state = self._state(service)
+                state.in_flight = max(0, state.in_flight - 1)
+
     @staticmethod
     def _rate_limit(state: _ServiceState, decision: Decision) -> None:
         config, window, now = state.config, state.window, time.monotonic()
         if not (config.rate_limit_per_sec or config.rate_limit_per_min):
             return
-        while window and window[0] <= now - 60.0:
+        span = float(config.window_seconds or 60.0)
+        while window and window[0] <= now - span:
             window.popleft()
         wait = None
         if config.rate_limit_per_sec:
@@ -199,7 +252,7 @@ class FaultInjector:
             if len(recent) >= config.rate_limit_per_sec:
                 wait = recent[-config.rate_limit_per_sec] + 1.0 - now
         if wait is None and config.rate_limit_per_min and len(window) >= config.rate_limit_per_min:
-            wait = window[-config.rate_limit_per_min] + 60.0 - now
+            wait = window[-config.rate_limit_per_min] + span - now
         if wait is None:
             window.append(now)
             return
@@ -237,7 +290,9 @@ def fault_response(
 ) -> tuple[int, dict, bytes]:
     """The body and headers the real service sends with ``status`` (as far as documented)."""
     headers: dict[str, str] = {}
-    if status == 429 and decision.retry_after is not None and (config.send_retry_after or service != "qbo"):
+    # Real ClickUp sends only X-RateLimit-* on a 429; real QBO documents none (send_retry_after).
+    wants_retry_after = service != "clickup" and (config.send_retry_after or service != "qbo")
+    if status == 429 and decision.retry_after is not None and wants_retry_after:
         headers["Retry-After"] = str(decision.retry_after)
     if service == "qbo":
         if status == 429:
@@ -362,6 +417,21 @@ class FaultMiddleware:
         query = environ.get("QUERY_STRING", "")
         service = self.service_for(path)
         decision = self.injector.decide(service, method, f"{path}?{query}" if query else path)
+        try:
+            return self._serve(environ, start_response, service, decision, started)
+        finally:
+            self.injector.done(service, decision)
+
+    def _serve(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable,
+        service: str,
+        decision: Decision,
+        started: float,
+    ) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        query = environ.get("QUERY_STRING", "")
         entry = {"time": _now_iso(), "service": service, "method": method, "path": path, "query": query}
 
         def finish(status: int, fault: str | None) -> None:

@@ -393,6 +393,9 @@ class GraphStandIn:
             session = self._new_session(
                 {
                     "kind": "mail",
+                    # Outlook's own examples spell it NextExpectedRanges, other tenants answer
+                    # nextExpectedRanges: upload sessions take turns, so a client must read both.
+                    "ranges_key": self._next_ranges_key(),
                     "draft_id": draft_id,
                     "name": item["name"],
                     "content_type": item.get("contentType") or "application/octet-stream",
@@ -761,6 +764,12 @@ class GraphStandIn:
         write_atomic(self.uploads_dir / f"{session_id}.part", b"")
         return session
 
+    def _next_ranges_key(self) -> str:
+        """The spelling of the next mail upload session: they take turns, counted in the store."""
+        with self.store.edit("graph/mail_upload_sessions", {"opened": 0}) as counter:
+            counter["opened"] += 1
+            return MAIL_RANGES_KEYS[counter["opened"] % 2]
+
     def _end_session(self, session_id: str) -> None:
         with self.store.edit("graph/uploads", {}) as uploads:
             uploads.pop(session_id, None)
@@ -815,10 +824,10 @@ class GraphStandIn:
             with self.store.edit("graph/uploads", {}) as uploads:
                 uploads[session_id] = session
             if not last:
+                # Drive: 202 per fragment. Outlook: 200 per fragment, 201 (with Location) only at the end.
                 status = 202 if session["kind"] == "drive" else 200
-                return _json(
-                    status, {"expirationDateTime": session["expires"], "nextExpectedRanges": [f"{end + 1}-"]}
-                )
+                key = session.get("ranges_key", "nextExpectedRanges")
+                return _json(status, {"expirationDateTime": session["expires"], key: [f"{end + 1}-"]})
             content = part.read_bytes()
             if session["kind"] == "mail":
                 attachment_id = self._add_draft_attachment(
@@ -842,6 +851,9 @@ class GraphStandIn:
             write_atomic(target, content)
             self._end_session(session_id)
             return _json(200 if replaced else 201, self._drive_item(site, final_path, target))
+
+
+MAIL_RANGES_KEYS = ("NextExpectedRanges", "nextExpectedRanges")
 
 
 def graph_headers(service: str) -> dict[str, str]:

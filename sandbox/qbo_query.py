@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -127,7 +128,13 @@ class _Parser:
         count = False
         token = self.next()
         if token == ("punct", "*"):
-            pass
+            # python-quickbooks' Item queries send ``SELECT *, Sku FROM Item`` and real QBO answers
+            # them (DESIGN §7): extra columns after ``*`` are accepted; every field comes back anyway.
+            while self.peek() == ("punct", ","):
+                self.next()
+                kind, name = self.next()
+                if kind != "word":
+                    raise QueryError("4000", f'QueryParserError: Encountered "{name}" in the select list')
         elif token[0] == "word" and token[1].upper() == "COUNT":
             if [self.next(), self.next(), self.next()] != [("punct", "("), ("punct", "*"), ("punct", ")")]:
                 raise QueryError("4000", "QueryParserError: COUNT needs (*)")
@@ -280,6 +287,9 @@ def matches(row: dict[str, Any], condition: Condition) -> bool:
     return _compare(actual, condition.op, condition.values[0])
 
 
+_UNORDERED = random.Random()
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     """Numbers (and numeric strings such as Ids) sort numerically, everything else as text."""
     if value is None:
@@ -298,8 +308,11 @@ def run(
     selected = [row for row in rows if all(matches(row, c) for c in query.conditions)]
     if default_active_only and not any(c.field.lower() == "active" for c in query.conditions):
         selected = [row for row in selected if row.get("Active", True) is not False]
-    order = query.order_by or [("Id", False)]
-    for name, descending in reversed(order):
+    if not query.order_by:
+        # Intuit documents no default order [QUERY]: without ORDERBY each call gets its own order,
+        # so a caller that pages without one sees rows repeat and go missing, as it could in QBO.
+        _UNORDERED.shuffle(selected)
+    for name, descending in reversed(query.order_by):
         selected.sort(key=lambda row, name=name: _sort_key(resolve(row, name)), reverse=descending)
     start = query.start_position - 1
     return selected[start : start + query.max_results], len(selected)

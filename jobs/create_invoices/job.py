@@ -37,6 +37,7 @@ from create_invoices.late_usage import LateUsage, late_lines, look_back, reopene
 from create_invoices.period import Period, PeriodRefused, check_billable
 from create_invoices.release import release
 from create_invoices.results import ClientResult, Outcome, Reason
+from create_invoices.terms import due_fields
 from integrations import errors
 from integrations.aws import UsageTrace
 from integrations.claims import Claims
@@ -45,7 +46,13 @@ from integrations.clock import clock_for
 from integrations.config import Settings
 from integrations.lifecycle import run_all
 from integrations.models import Attachment, ClientRecord, ProcessRun
-from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
+from integrations.qbo import (
+    FUTURE_TXN_DATE_WINDOW,
+    attempt_of,
+    is_definite_failure,
+    request_id_for,
+    request_id_of,
+)
 from integrations.qbo_entities import Customer, Invoice
 from integrations.report import safe_path_segment
 from integrations.services import Services
@@ -138,6 +145,7 @@ class CreateRun:
                 self.settings.item_professional_services,
                 self.settings.item_subscription,
             )
+            self.terms, self.default_term_id = qbo.terms(), qbo.default_term_id()  # once per run
             return customers, prices, qbo.custom_txn_numbers(), self._existing_invoices()
         except PricingError as exc:
             raise errors.StartupError(f"QBO items: {exc}") from None
@@ -298,7 +306,8 @@ class CreateRun:
                         "dry run",
                     )
                     return result
-                return self._create(client, draft, result)
+                due = due_fields(self.txn_date, customer, self.default_term_id, self.terms)
+                return self._create(client, draft, result, due)
             except errors.ReauthorizationRequired:
                 raise
             except (CustomerProblem, PricingError, ValueError, errors.ServiceError) as exc:
@@ -362,7 +371,9 @@ class CreateRun:
         if entry.attributes.get("archived") is not True:
             self._archive_again(client, key, result)
 
-    def _create(self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult) -> ClientResult:
+    def _create(
+        self, client: ClientRecord, draft: InvoiceDraft, result: ClientResult, due: dict
+    ) -> ClientResult:
         qbo = self.services.qbo
         key = self._ledger_key(client)
         acquired, entry = self.claims.take(
@@ -389,7 +400,11 @@ class CreateRun:
                 result.invoice_id = str(entry.attributes.get("invoice_id") or "")
                 result.doc_number = str(entry.attributes.get("doc_number") or "")
             return result
-        request_id = entry.request_id if entry and entry.request_id else request_id_for(key, "create")
+        # A definite failure (a fault that created nothing) moved on to a new attempt, hence a new
+        # requestid: QBO would replay the old error. An unknown outcome and a take-over of a dead
+        # run's claim keep the attempt, and so the id (QBO answers with the original invoice).
+        attempt = attempt_of(entry, "create")
+        request_id = request_id_of(key, "create", entry)
         # What the invoice bills, recorded before it is created: which run and entry ids it holds (late
         # usage is never billed twice) and the usage CSV a later run archives if this one cannot.
         self.services.ledger.put_trace(
@@ -397,7 +412,7 @@ class CreateRun:
                 client.client_id, self.period.label, "pending", trace_csv(draft), total=str(draft.total)
             )
         )
-        body = draft_to_qbo(draft)
+        body = {**draft_to_qbo(draft), **due}
         if result.hold:
             body["EmailStatus"] = "NotSet"
             body["PrivateNote"] = held_note(body["PrivateNote"], result.hold)
@@ -411,10 +426,13 @@ class CreateRun:
             if invoice is None:
                 self.claims.record(key, "failed", {"reason": "QBO reported a duplicate request id"})
                 raise
-        except errors.ValidationFault as exc:
-            self.claims.record(key, "failed", {"reason": str(exc)})
-            raise
         except errors.ServiceError as exc:
+            if is_definite_failure(exc):
+                self.claims.record(key, "failed", {"reason": str(exc), "create_attempt": attempt + 1})
+                raise
+            if isinstance(exc, errors.ValidationFault):  # refused, but not in a way a new id cures
+                self.claims.record(key, "failed", {"reason": str(exc)})
+                raise
             # Outcome unknown (timeout, 5xx after retries): the next run looks for the marker and
             # re-sends the same requestid, which QBO answers with the original invoice.
             self.claims.record(key, "failed", {"reason": str(exc), "outcome": "unknown"})
@@ -498,6 +516,7 @@ class CreateRun:
             summary={
                 **report.as_dict(),
                 **self.services.token_expiry_report(publish_metric=not self.options.dry_run),
+                "throttling": self.services.throttling(),
             },
             table=report.table,
         )

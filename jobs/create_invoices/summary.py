@@ -141,6 +141,13 @@ def _running_section(results: Sequence[ClientResult], attribution: Attribution |
     ]
 
 
+# Robocorp may turn an "unresolved" run into "completed" later, with another end time (issue 11.14).
+ENDED_RUNS_NOTE = (
+    "Ended runs (completed, failed or unresolved) are billed as Robocorp reported them when this job "
+    "ran; a run Robocorp resolves later with another end time is not billed again."
+)
+
+
 def build(
     period: Period,
     results: Sequence[ClientResult],
@@ -272,7 +279,7 @@ def _unfinished_section(results: Sequence[ClientResult], unfinished: Sequence[Pr
             )
             for run in unfinished
         ],
-        note=UNFINISHED_NOTE if unfinished else "",
+        note=(f"{UNFINISHED_NOTE} " if unfinished else "") + ENDED_RUNS_NOTE,
     )
 
 

@@ -27,12 +27,20 @@ from integrations.config import Settings
 from integrations.identifiers import leading_client_number
 from integrations.lifecycle import run_all
 from integrations.models import Attachment
-from integrations.qbo import FUTURE_TXN_DATE_WINDOW, request_id_for
+from integrations.qbo import (
+    FUTURE_TXN_DATE_WINDOW,
+    attempt_of,
+    is_definite_failure,
+    request_id_for,
+    request_id_of,
+)
 from integrations.qbo_entities import Invoice
 from integrations.report import safe_path_segment
 from integrations.services import Services
 from send_invoices import summary
 from send_invoices.results import Delivery, Outcome, Reason
+
+MAX_QBO_SENDS = 3  # sends of one invoice in one run when QBO's answer is lost and it shows no mail
 
 
 def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
@@ -78,7 +86,8 @@ class SendRun:
         else:
             logger.info("nothing to send")
         expiry = self.services.token_expiry_report(publish_metric=not self.options.dry_run)
-        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, {**report.as_dict(), **expiry}, report.table)
+        summary_data = {**report.as_dict(), **expiry, "throttling": self.services.throttling()}
+        return JobOutcome(EXIT_PARTIAL if failed else EXIT_OK, summary_data, report.table)
 
     def _waiting(self) -> list[Invoice]:
         """NeedToSend invoices of the look-back window. EmailStatus is not a documented query
@@ -198,23 +207,49 @@ class SendRun:
             except errors.ServiceError as exc:  # nothing was sent: the next run tries again
                 self.claims.record(key, "failed", {"reason": f"not mailed: {exc}"})
                 raise
-        self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
-        try:
-            self._send(invoice, key, result, pdf)
-        except (errors.TransportError, errors.ServerError) as exc:
-            if self.settings.invoice_delivery == "graph":
-                # The mail service may have accepted it before the connection broke: do not resend.
-                reason = (
-                    f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+        attempt = attempt_of(entry, "send")
+        request_id = request_id_of(key, "send", entry)  # a new one only after a definite failure
+        # One path for a mail whose outcome is unknown, whether this run lost the answer or an
+        # earlier run died: the claim says stage=mailing, and in qbo mode the invoice is read in QBO
+        # (``Invoice.delivered``) before any further send; QBO's /send itself is never replayed by
+        # the session. Graph mode has nothing to read, so a person checks (needs_review).
+        for sends in range(1, MAX_QBO_SENDS + 1):
+            self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
+            try:
+                self._send(invoice, key, result, pdf, request_id)
+                break
+            except (errors.TransportError, errors.ServerError) as exc:
+                if self.settings.invoice_delivery == "graph":
+                    # The mail service may have accepted it before the connection broke: do not resend.
+                    reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+                    self.claims.record(key, "needs_review", {"reason": reason})
+                    return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+                try:
+                    delivered = self.services.qbo.get_invoice(result.invoice_id).delivered
+                except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
+                    self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
+                    raise
+                if delivered:
+                    logger.info(
+                        "QBO mailed invoice {doc} despite the error ({error})",
+                        doc=result.doc_number,
+                        error=str(exc),
+                    )
+                    break
+                if sends == MAX_QBO_SENDS:
+                    # stage stays "mailing": the next run reads the invoice in QBO before sending again
+                    self.claims.record(key, "failed", {"reason": str(exc)})
+                    raise
+                logger.info(
+                    "QBO did not mail invoice {doc} ({error}); sending again",
+                    doc=result.doc_number,
+                    error=str(exc),
                 )
-                self.claims.record(key, "needs_review", {"reason": reason})
-                return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
-            # stage stays "mailing": the next run reads the invoice in QBO before sending again
-            self.claims.record(key, "failed", {"reason": str(exc)})
-            raise
-        except errors.ServiceError as exc:  # refused (4xx): nothing went out
-            self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused"})
-            raise
+            except errors.ServiceError as exc:  # refused (4xx): nothing went out
+                # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
+                moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
+                self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
+                raise
         self.claims.record(key, "sent", {"to": result.to, "archived": False})
         result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
@@ -270,9 +305,9 @@ class SendRun:
         result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
         return False
 
-    def _send(self, invoice: Invoice, key: str, result: Delivery, pdf: bytes | None) -> None:
+    def _send(self, invoice: Invoice, key: str, result: Delivery, pdf: bytes | None, request_id: str) -> None:
         if pdf is None:
-            self.services.qbo.send_invoice(result.invoice_id, request_id_for(key, "send"))
+            self.services.qbo.send_invoice(result.invoice_id, request_id)
             return
         subject, html = summary.customer_mail(invoice, result)
         self.services.graph.send_mail(

@@ -4,10 +4,10 @@ The time-entries endpoint returns only the token owner's entries unless ``assign
 member, so callers pass all member ids. It is not paged (a "fetch page+1" loop never ends), so a
 period is fetched in windows of at most 7 days to keep each answer small.
 
-Rate limits: ClickUp answers 429 with ``X-RateLimit-Reset`` (a Unix time) rather than
-``Retry-After``. The shared session honours ``Retry-After`` when present; otherwise urllib3's
-exponential backoff with jitter spaces the retries. A month is ~6 requests against a limit of
-100/min per token, so that is enough here; a 429 that outlasts the budget becomes ``RateLimited``.
+Rate limits: ClickUp answers 429 with only ``X-RateLimit-Limit/Remaining/Reset`` (the reset a Unix
+time in seconds), no ``Retry-After``. The shared session sleeps until that reset (capped by
+HTTP_MAX_RETRY_AFTER_SECONDS) and counts the wait; a 429 that outlasts the budget becomes
+``RateLimited``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class ClickUpClient:
         self._headers = {"Authorization": api_token}  # personal tokens: no "Bearer" prefix
         self.team_id = str(team_id)
         self.base_url = base_url.rstrip("/")
+
+    def throttling(self) -> dict[str, float]:
+        """The 429s this client slept out (until X-RateLimit-Reset) and how long (run summary)."""
+        return http.throttling(self._session)
 
     def _get(self, path: str, operation: str, params: Mapping[str, str] | None = None) -> Any:
         response = http.call(

@@ -27,6 +27,10 @@ DEFAULT_URLS = {
 # The practice's time zone: the schedules run in it, and "today" and "last month" are read in it.
 # Terraform sets BUSINESS_TIME_ZONE from the same variable as the schedules' time zone.
 DEFAULT_BUSINESS_TIME_ZONE = "America/Los_Angeles"
+# Read timeouts that match each service. QBO: "Any requests that take longer than 120 seconds to
+# execute will time out" [qbo-api.md LIMITS], so we wait a little longer than that: a slow create
+# is answered, not replayed. The others document no server-side limit; 60 s is ours.
+SERVICE_TIMEOUTS = {"qbo": 130.0, "qbo-oauth": 30.0, "msgraph": 60.0, "clickup": 60.0, "robocorp": 60.0}
 
 # Production and sandbox QBO hosts; chosen by the secret's ``environment`` unless QBO_BASE_URL is set.
 QBO_API_URLS = {
@@ -79,9 +83,11 @@ class Settings:
     item_subscription: str = "Automation Subscription"
     send_lookback_days: int = 120
     metrics_namespace: str = "QboInvoiceProcessor"  # empty: do not publish the success metric
-    http_timeout_seconds: float = 60.0
+    http_timeout_seconds: float | None = None  # None: each service's own (SERVICE_TIMEOUTS)
     http_max_retries: int = 5
     http_max_retry_after_seconds: float = 120.0
+    qbo_throttle_window_seconds: float = 60.0  # Intuit: after a 429 "wait 60 seconds before retrying"
+    qbo_throttle_max_wait_seconds: float = 300.0  # per call; then the call fails as RateLimited
     scheduled_time: datetime | None = None  # when the scheduler meant to run us (SCHEDULED_TIME)
     business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
     claim_ttl_seconds: float = 60.0  # a claim not renewed for this long belongs to a dead run
@@ -94,6 +100,10 @@ class Settings:
     hold_max_hours: int = 12  # HOLD_MAX_HOURS: an entry or run longer than this holds the invoice
     hold_median_multiple: int = 3  # HOLD_MEDIAN_MULTIPLE: a total above this x the median holds it
     extra: dict = field(default_factory=dict, compare=False)
+
+    def timeout_for(self, service: str) -> float:
+        """Read timeout of one service: HTTP_TIMEOUT_SECONDS when set (tests), else the service's own."""
+        return self.http_timeout_seconds or SERVICE_TIMEOUTS[service]
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
         """EXCLUDED_CUSTOMERS holds display names or client numbers, compared case-insensitively."""
@@ -111,7 +121,9 @@ def _choice(
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, problems: list[str], *, integer: bool = False):
+def _number(
+    env: Mapping[str, str], name: str, default: float | None, problems: list[str], *, integer: bool = False
+):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -259,9 +271,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         metrics_namespace=get("METRICS_NAMESPACE", "QboInvoiceProcessor")
         if "METRICS_NAMESPACE" not in env
         else get("METRICS_NAMESPACE"),
-        http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 60.0, problems),
+        http_timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", None, problems),
         http_max_retries=_number(env, "HTTP_MAX_RETRIES", 5, problems, integer=True),
         http_max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0, problems),
+        qbo_throttle_window_seconds=_number(env, "QBO_THROTTLE_WINDOW_SECONDS", 60.0, problems),
+        qbo_throttle_max_wait_seconds=_number(env, "QBO_THROTTLE_MAX_WAIT_SECONDS", 300.0, problems),
         scheduled_time=scheduled,
         business_time_zone=_time_zone(env, problems),
         claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),

@@ -13,12 +13,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import requests
 from loguru import logger
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.util import reraise
 
@@ -29,16 +31,46 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 USER_AGENT = "qbo-invoice-processor/1.0"
 
 
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How to wait out a 429 that carries no ``Retry-After`` (QBO documents none: "wait 60 seconds
+    before retrying" [LIMITS]): every request of the session waits ``window_seconds``, and one call
+    gives up once its waits would pass ``max_wait_seconds``. Such waits do not use up the retry
+    count: only time bounds them."""
+
+    window_seconds: float = 60.0
+    max_wait_seconds: float = 300.0
+
+
 class ServiceRetry(Retry):
-    """urllib3 Retry that also retries a refused (429) non-idempotent call and caps Retry-After."""
+    """urllib3 Retry that also retries a refused (429) non-idempotent call, caps Retry-After, reads
+    ClickUp's ``X-RateLimit-Reset`` (epoch seconds) and waits out a bare QBO 429 (``throttle``)."""
 
     max_retry_after: float = 120.0
     limiter: RateLimiter | None = None  # a retry is one more request against the service's limit
+    throttle: ThrottlePolicy | None = None
+    throttle_waited: float = 0.0  # this call's waits for bare 429s so far
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         if status_code == 429 and self.total and self.status != 0:
             return True
         return super().is_retry(method, status_code, has_retry_after)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        if seconds is None:
+            seconds = _reset_in(response)
+        if seconds is None:
+            return None
+        return min(seconds, self.max_retry_after)
+
+    def _bare_throttle(self, response: Any) -> bool:
+        return (
+            self.throttle is not None
+            and response is not None
+            and response.status == 429
+            and self.get_retry_after(response) is None
+        )
 
     def increment(
         self,
@@ -49,23 +81,44 @@ class ServiceRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> ServiceRetry:
-        """Retry "other" errors (an SSL EOF, a connection dropped mid-handshake) like read errors:
-        only for methods that are safe to repeat, because the request may have reached the server."""
-        is_other = (
-            error is not None and not self._is_connection_error(error) and not self._is_read_error(error)
+        """Two additions to urllib3's count. "Other" errors (an SSL EOF, a connection dropped
+        mid-handshake) are retried like read errors: only for methods that are safe to repeat,
+        because the request may have reached the server. A bare 429 (``throttle``) is bounded by
+        time, not by the retry count."""
+        if not self._bare_throttle(response):
+            is_other = (
+                error is not None and not self._is_connection_error(error) and not self._is_read_error(error)
+            )
+            if is_other and (method is None or not self._is_method_retryable(method)):
+                raise reraise(type(error), error, _stacktrace)
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        assert self.throttle is not None
+        waited = self.throttle_waited + self.throttle.window_seconds
+        if waited > self.throttle.max_wait_seconds:
+            raise MaxRetryError(
+                _pool, url, ResponseError(f"still throttled (429) after {self.throttle_waited:.0f} s")
+            )
+        # Counted against time, not against the retry count: give back what urllib3 takes.
+        spare = self.new(
+            total=self.total + 1 if isinstance(self.total, int) else self.total,
+            status=self.status + 1 if isinstance(self.status, int) else self.status,
         )
-        if is_other and (method is None or not self._is_method_retryable(method)):
-            raise reraise(type(error), error, _stacktrace)
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        if seconds is None:
-            return None
-        return min(seconds, self.max_retry_after)
+        new = Retry.increment(spare, method, url, response, error, _pool, _stacktrace)
+        new.throttle_waited = waited
+        return new
 
     def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
+        if self._bare_throttle(response):
+            assert self.throttle is not None
+            if self.limiter is not None:
+                self.limiter.hold(self.throttle.window_seconds)  # every thread of the session waits
+            else:
+                time.sleep(self.throttle.window_seconds)
+        else:
+            waited = self.get_retry_after(response) if response is not None else None
+            super().sleep(response)
+            if waited and response.status == 429 and self.limiter is not None:
+                self.limiter.count_wait(waited)
         if self.limiter is not None:
             self.limiter.acquire()
 
@@ -73,7 +126,23 @@ class ServiceRetry(Retry):
         new = super().new(**kw)
         new.max_retry_after = self.max_retry_after
         new.limiter = self.limiter
+        new.throttle = self.throttle
+        new.throttle_waited = self.throttle_waited
         return new
+
+
+def _reset_in(response: Any) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` (ClickUp: a Unix time in seconds), or None."""
+    if response is None or response.status != 429:
+        return None
+    raw = (response.headers.get("X-RateLimit-Reset") or "").strip()
+    try:
+        reset = float(raw)
+    except ValueError:
+        return None
+    if reset > 1e11:  # milliseconds, defensively: ClickUp documents seconds
+        reset /= 1000.0
+    return max(reset - time.time(), 0.0) + 0.5  # half a second for clock skew
 
 
 class RateLimiter:
@@ -102,23 +171,53 @@ class RateLimiter:
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
+        self._hold_until = 0.0
+        self.throttled = 0  # 429s this session waited out
+        self.waited_seconds = 0.0  # wall time the session was held back by them
+
+    def hold(self, seconds: float) -> None:
+        """The service refused a call (429): no request of this session leaves for ``seconds``."""
+        with self._lock:
+            now = self._clock()
+            until = now + seconds
+            self.throttled += 1
+            self.waited_seconds += max(0.0, until - max(self._hold_until, now))
+            self._hold_until = max(self._hold_until, until)
+
+    def count_wait(self, seconds: float) -> None:
+        """A 429 whose Retry-After (or reset time) the retry slept out."""
+        with self._lock:
+            self.throttled += 1
+            self.waited_seconds += seconds
+
+    def report(self) -> dict[str, float]:
+        with self._lock:
+            return {"throttled": self.throttled, "waited_seconds": round(self.waited_seconds, 1)}
 
     def acquire(self) -> None:
         while True:
             with self._lock:
                 now = self._clock()
-                horizon = max((span for _, span in self.windows), default=0.0)
-                while self._stamps and now - self._stamps[0] >= horizon:
-                    self._stamps.popleft()
-                wait = 0.0
-                for limit, span in self.windows:
-                    recent = [t for t in self._stamps if now - t < span]
-                    if len(recent) >= limit:
-                        wait = max(wait, span - (now - recent[-limit]))
+                if now < self._hold_until:
+                    wait = self._hold_until - now
+                else:
+                    wait = self._slot(now)
                 if wait <= 0:
                     self._stamps.append(now)
                     return
             self._sleep(wait)
+
+    def _slot(self, now: float) -> float:
+        """Seconds until a request may leave under the windows (0: now). Caller holds the lock."""
+        horizon = max((span for _, span in self.windows), default=0.0)
+        while self._stamps and now - self._stamps[0] >= horizon:
+            self._stamps.popleft()
+        wait = 0.0
+        for limit, span in self.windows:
+            recent = [t for t in self._stamps if now - t < span]
+            if len(recent) >= limit:
+                wait = max(wait, span - (now - recent[-limit]))
+        return wait
 
 
 class ServiceSession(requests.Session):
@@ -131,6 +230,9 @@ class ServiceSession(requests.Session):
         self.service = service
         self.timeout = timeout
         self.limiter = limiter
+        # The same service and limits, but a POST is never replayed on 5xx/timeouts (only on 429,
+        # which refused it): for writes the service does not de-duplicate, such as QBO's /send.
+        self.no_post_replay: ServiceSession = self
         self.max_attempts = 1  # set by build_session: 1 + the retry budget
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
@@ -141,9 +243,11 @@ class ServiceSession(requests.Session):
 
 
 def session_for(service: str, settings: Any, **options: Any) -> ServiceSession:
-    """``build_session`` with the timeout and retry budget of ``settings`` (each may be overridden)."""
+    """``build_session`` with the timeout and retry budget of ``settings`` (each may be overridden):
+    the read timeout is the service's own (``Settings.timeout_for``: QBO 130 s, its token endpoint
+    30 s, the others 60 s; ``HTTP_TIMEOUT_SECONDS`` overrides all)."""
     defaults = {
-        "timeout": settings.http_timeout_seconds,
+        "timeout": settings.timeout_for(service),
         "max_retries": settings.http_max_retries,
         "max_retry_after": settings.http_max_retry_after_seconds,
     }
@@ -162,34 +266,50 @@ def build_session(
     max_retry_after: float = 120.0,
     per_second: int | None = None,
     per_minute: int | None = None,
+    throttle: ThrottlePolicy | None = None,
 ) -> ServiceSession:
-    """Build the session a client uses for one service."""
-    methods = IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set())
-    retry = ServiceRetry(
-        total=max_retries,
-        connect=max_retries,
-        read=max_retries,
-        status=max_retries,
-        other=max_retries,  # only for retryable methods: see ServiceRetry.increment
-        allowed_methods=methods,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        backoff_max=backoff_max,
-        backoff_jitter=backoff_factor,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        raise_on_redirect=False,
-    )
-    retry.max_retry_after = max_retry_after
-    limiter = RateLimiter(per_second, per_minute) if (per_second or per_minute) else None
-    retry.limiter = limiter
-    session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
-    session.max_attempts = max_retries + 1
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
+    """Build the session a client uses for one service.
+
+    ``throttle``: wait out a 429 without ``Retry-After`` as the policy says (QBO) instead of
+    urllib3's short backoff. Every session counts the 429s it waited out (``session.limiter``)."""
+    limiter = RateLimiter(per_second, per_minute)  # without limits it only holds and counts 429 waits
+
+    def mounted(methods: frozenset[str]) -> ServiceSession:
+        retry = ServiceRetry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            other=max_retries,  # only for retryable methods: see ServiceRetry.increment
+            allowed_methods=methods,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_max=backoff_max,
+            backoff_jitter=backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.max_retry_after = max_retry_after
+        retry.throttle = throttle
+        retry.limiter = limiter
+        session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
+        session.max_attempts = max_retries + 1
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        return session
+
+    session = mounted(IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set()))
+    session.no_post_replay = mounted(IDEMPOTENT_METHODS) if replay_safe_posts else session
     return session
+
+
+def throttling(session: requests.Session) -> dict[str, float]:
+    """The 429s a session waited out and for how long (zeros for a session not built here)."""
+    limiter = getattr(session, "limiter", None)
+    return limiter.report() if limiter is not None else {"throttled": 0, "waited_seconds": 0.0}
 
 
 ErrorParser = Callable[[requests.Response], tuple[str, str | None]]

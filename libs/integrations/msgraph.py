@@ -278,7 +278,7 @@ class GraphClient:
             operation,
         )
         self._upload_chunks(
-            upload_url, attachment.content, self.mail_chunk_bytes, f"upload attachment {sender}"
+            upload_url, attachment.content, self.mail_chunk_bytes, f"upload attachment {sender}", done=(201,)
         )
 
     def _discard_draft(self, message_url: str, sender: str) -> None:
@@ -326,7 +326,9 @@ class GraphClient:
             operation,
         )
         try:
-            response = self._upload_chunks(upload_url, content, self.drive_chunk_bytes, operation)
+            response = self._upload_chunks(
+                upload_url, content, self.drive_chunk_bytes, operation, done=(200, 201)
+            )
         except errors.ServiceError:
             self._cancel_upload(upload_url, operation)
             raise
@@ -391,13 +393,14 @@ class GraphClient:
         return upload_url
 
     def _upload_chunks(
-        self, upload_url: str, content: bytes, chunk_size: int, operation: str
+        self, upload_url: str, content: bytes, chunk_size: int, operation: str, done: tuple[int, ...]
     ) -> requests.Response:
         """PUT ``content`` to a pre-authenticated upload URL (no Authorization header).
 
-        Follows the server's ``nextExpectedRanges``; a 416 (a range the server already has, e.g.
-        after a retried PUT) is resolved by asking the session for its status. Ends at the reply
-        that carries no further expected ranges (Outlook: 201; drive: 200/201 with the item).
+        Follows the server's expected ranges (``nextExpectedRanges`` or ``NextExpectedRanges``); a
+        416 (a range the server already has, e.g. after a retried PUT) is resolved by asking the
+        session for its status. Only a ``done`` status ends it: Outlook answers 200 to every
+        intermediate fragment and 201 (with ``Location``) to the last; a drive 200/201 with the item.
         """
         total = len(content)
         offset = 0
@@ -433,7 +436,7 @@ class GraphClient:
                 continue
             body = _json_or_none(response)
             ranges = _next_ranges(body)
-            if response.status_code in (200, 201) and not ranges:
+            if response.status_code in done and not ranges:
                 return response
             offset = _range_start(ranges, operation) if ranges else last + 1
             if offset >= total:
@@ -458,7 +461,10 @@ def _json_or_none(response: requests.Response) -> Any:
 
 
 def _next_ranges(body: Any) -> list[str]:
-    ranges = body.get("nextExpectedRanges") if isinstance(body, dict) else None
+    """The expected ranges in either spelling (Outlook's examples use ``NextExpectedRanges``)."""
+    ranges = None
+    if isinstance(body, dict):
+        ranges = next((v for k, v in body.items() if k.lower() == "nextexpectedranges"), None)
     return [r for r in ranges if isinstance(r, str) and r] if isinstance(ranges, list) else []
 
 

@@ -39,7 +39,7 @@ from integrations.logging import mask, register_secret
 from integrations.qbo_entities import Customer, Invoice, Item
 
 if TYPE_CHECKING:
-    from integrations.aws import Ledger, SecretStore
+    from integrations.aws import Ledger, LedgerEntry, SecretStore
     from integrations.config import Settings
 
 SERVICE = "qbo"
@@ -575,10 +575,41 @@ def _path_id(value: str) -> str:
     return quote(text, safe="")
 
 
-def request_id_for(key: str, purpose: str) -> str:
-    """The requestid of one logical write, derived from its ledger key and purpose: every retry and
-    every re-run after a crash sends the same id, so QBO answers with the original result."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}"))
+def request_id_for(key: str, purpose: str, attempt: int = 0) -> str:
+    """The requestid of one logical write, derived from its ledger key, purpose and attempt: every
+    retry and every re-run after a crash sends the same id, so QBO answers with the original result.
+
+    QBO replays errors too: once a requestid got a definite failure (a fault that created nothing),
+    the next attempt must use a new one, so the caller counts attempts in the ledger row."""
+    suffix = f"#{attempt}" if attempt else ""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qbo-invoice-processor:{key}:{purpose}{suffix}"))
+
+
+def attempt_of(entry: LedgerEntry | None, purpose: str) -> int:
+    """Which attempt of a ledger-claimed write this is: the row counts ``<purpose>_attempt`` up by
+    one after each definite failure (``is_definite_failure``); nothing else moves it."""
+    if entry is None:
+        return 0
+    return int(entry.attributes.get(f"{purpose}_attempt") or 0)
+
+
+def request_id_of(key: str, purpose: str, entry: LedgerEntry | None) -> str:
+    """The requestid of the next try of a ledger-claimed write. Attempt 0 keeps the id stored with
+    the claim (a take-over of a dead run's claim repeats it, and so does a re-run after an unknown
+    outcome: QBO answers with the original result); a later attempt, after a definite failure, gets
+    the id derived from its number, because QBO would replay the old fault."""
+    attempt = attempt_of(entry, purpose)
+    if attempt == 0 and entry is not None and entry.request_id:
+        return entry.request_id
+    return request_id_for(key, purpose, attempt)
+
+
+def is_definite_failure(error: errors.ServiceError) -> bool:
+    """QBO answered and did nothing: a business or validation fault (610, 6000, 6070, ...). Retrying
+    it needs a new requestid. 401, 429, 5xx, timeouts and garbled replies are unknown outcomes."""
+    if isinstance(error, errors.DuplicateRequest | errors.StaleObject):
+        return False
+    return isinstance(error, errors.ValidationFault | errors.NotFound) and (error.status or 0) < 500
 
 
 def retry_request_id(request_id: str) -> str:
@@ -614,10 +645,16 @@ class QboClient:
         minorversion: int = MINOR_VERSION,
     ):
         self._session = session
+        # /send is not known to be de-duplicated by requestid: it is never replayed blindly.
+        self._send_session: requests.Session = getattr(session, "no_post_replay", session)
         self._tokens = tokens
         self.realm_id = str(realm_id)
         self.base_url = base_url.rstrip("/")
         self.minorversion = minorversion
+
+    def throttling(self) -> dict[str, float]:
+        """The 429s this client waited out and how long (for the run summary)."""
+        return http.throttling(self._session)
 
     @property
     def token_expiry(self) -> dict[str, Any]:
@@ -641,6 +678,7 @@ class QboClient:
         accept: str = "application/json",
         headers: Mapping[str, str] | None = None,
         read: Callable[[requests.Response, str], Any] | None = None,
+        session: requests.Session | None = None,
         **kwargs: Any,
     ) -> Any:
         """One API call: one refresh and one retry on a 401; errors typed by QBO's fault code."""
@@ -650,7 +688,7 @@ class QboClient:
             token = self._tokens.access_token()
             try:
                 response = http.call(
-                    self._session,
+                    session or self._session,
                     SERVICE,
                     operation,
                     method,
@@ -749,7 +787,9 @@ class QboClient:
         """All rows of ``SELECT * FROM entity [WHERE ..] [ORDERBY ..]``, fetched page by page.
 
         ``where`` is inserted as written: quote values with ``escape()``. Pages (1-based
-        STARTPOSITION) are read until one comes back shorter than ``page_size``."""
+        STARTPOSITION) are read until one comes back shorter than ``page_size``. Intuit documents no
+        default order, so pages are always read in an explicit one (``Id`` unless told otherwise):
+        without it a row could show up on two pages, or on none."""
         if not _ENTITY.fullmatch(entity or ""):
             raise ValueError(f"not a QBO entity name: {entity!r}")
         if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -757,8 +797,7 @@ class QboClient:
         statement = f"SELECT * FROM {entity}"  # noqa: S608 - QBO query language; values go through escape()
         if where:
             statement += f" WHERE {where}"
-        if order_by:
-            statement += f" ORDERBY {order_by}"
+        statement += f" ORDERBY {order_by or 'Id'}"
         return self._pages(entity, statement, page_size)  # arguments checked now, pages read lazily
 
     def _pages(self, entity: str, statement: str, page_size: int) -> Iterator[dict]:
@@ -833,6 +872,18 @@ class QboClient:
             return value.strip().lower() == "true"
         return value is True
 
+    def terms(self) -> dict[str, dict]:
+        """Payment terms by Id, inactive ones too (a customer may still point at one)."""
+        return {str(t.get("Id")): t for t in self.query("Term", "Active IN (true, false)")}
+
+    def default_term_id(self) -> str:
+        """The company's default terms (Preferences.SalesFormsPrefs.DefaultTerms), or ""."""
+        preferences = self._entity(
+            self._call("GET", "preferences", "read preferences"), "Preferences", "read preferences"
+        )
+        ref = _ci(_ci(preferences, "SalesFormsPrefs"), "DefaultTerms")
+        return str(_ci(ref, "value") or "").strip() if isinstance(ref, dict) else ""
+
     def company_name(self) -> str:
         """The connected company's name (CompanyInfo), to show which company a token reaches."""
         operation = "read company info"
@@ -893,7 +944,12 @@ class QboClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send_invoice(self, invoice_id: str, request_id: str, send_to: str | None = None) -> Invoice:
-        """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail."""
+        """Email the invoice through QBO (sets EmailStatus=EmailSent). ``send_to`` replaces BillEmail.
+
+        Whether QBO de-duplicates ``/send`` by requestid is not documented, so a send is never
+        replayed blindly: it goes through the session that repeats a POST only on a 429 (refused),
+        never on a 5xx or a timeout. After such an unknown outcome the caller reads the invoice
+        before sending again (the send job's ``stage=mailing`` check)."""
         _check_request_id(request_id)
         params = {"requestid": request_id}
         if send_to:
@@ -906,6 +962,7 @@ class QboClient:
             params=params,
             headers={"Content-Type": "application/octet-stream"},
             data=b"",
+            session=self._send_session,
         )
         return self._invoice(reply, "Invoice", operation)
 
@@ -920,10 +977,10 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
 
     The token session is kept short (timeout <= 30 s, <= 2 retries, Retry-After <= 10 s) so one
     refresh fits inside the 60 s token lock lease."""
-    token_session = http.build_session(
+    token_session = http.session_for(
         "qbo-oauth",
-        replay_safe_posts=False,
-        timeout=min(settings.http_timeout_seconds, 30.0),
+        settings,
+        timeout=min(settings.timeout_for("qbo-oauth"), 30.0),
         max_retries=min(settings.http_max_retries, 2),
         max_retry_after=min(settings.http_max_retry_after_seconds, 10.0),
     )
@@ -952,5 +1009,8 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         replay_safe_posts=True,
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
+        throttle=http.ThrottlePolicy(
+            settings.qbo_throttle_window_seconds, settings.qbo_throttle_max_wait_seconds
+        ),
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)

@@ -75,6 +75,11 @@ class Services:
     def robocorp(self) -> RobocorpClient:
         return build_robocorp(self.settings, self._secret(self.settings.robocorp_secret_name))
 
+    def throttling(self) -> dict[str, dict[str, float]]:
+        """Per service built in this run: the 429s it waited out and for how long (run summary)."""
+        built = {name: self.__dict__[name] for name in ("qbo", "clickup") if name in self.__dict__}
+        return {name: client.throttling() for name, client in built.items()}
+
     def require(self, *clients: str) -> None:
         """Build these clients now, reading their secrets: a missing or broken secret must stop the
         run (exit 2) before its first write, not halfway through."""

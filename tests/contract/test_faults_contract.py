@@ -122,10 +122,11 @@ def test_qbo_persistent_5xx_is_a_server_error_after_the_bounded_retries(
     assert [r["remaining"] for r in _pending_rules(sandbox, "qbo")] == [1]  # 2 attempts of 3 planned
 
 
-def test_qbo_429_beyond_the_retry_budget_is_rate_limited_with_the_throttle_code(
+def test_qbo_429_beyond_the_bounded_wait_is_rate_limited_with_the_throttle_code(
     sandbox: Sandbox, make_services: ServicesFactory
 ) -> None:
-    qbo = make_services(HTTP_MAX_RETRIES="1").qbo
+    # A bare 429 is waited out for QBO's window, bounded by time (issue 11): scaled down here.
+    qbo = make_services(QBO_THROTTLE_WINDOW_SECONDS="0.2", QBO_THROTTLE_MAX_WAIT_SECONDS="0.5").qbo
     qbo.custom_txn_numbers()
     sandbox.fail_next("qbo", 5, 429, match=INVOICE_GET)
 
@@ -156,18 +157,6 @@ def test_qbo_create_whose_answer_was_lost_is_replayed_and_creates_one_invoice(
     assert [i["Id"] for i in _marked(sandbox, "F-LOST")] == [created["Id"]]
     posts = [c for c in calls_since(sandbox, "qbo", mark) if c["method"] == "POST"]
     assert len(posts) == 2 and posts[0]["query"] == posts[1]["query"]  # same requestid both times
-
-
-def test_qbo_send_whose_answer_was_lost_is_replayed_and_mails_once(
-    sandbox: Sandbox, qbo_ready: Services
-) -> None:
-    created = qbo_ready.qbo.create_invoice(_invoice_body("F-SEND"), _rid())
-    sandbox.fail_next("qbo", 1, "drop-after", match=r"^POST .*/invoice/\d+/send\?")
-
-    sent = qbo_ready.qbo.send_invoice(created["Id"], _rid(), send_to="f-send@cedartax.example")
-
-    assert sent["EmailStatus"] == "EmailSent"
-    assert len([m for m in disk_state(sandbox)["mails"] if m["to"] == ["f-send@cedartax.example"]]) == 1
 
 
 def test_qbo_create_that_timed_out_after_the_work_is_replayed_and_creates_one_invoice(

@@ -47,8 +47,9 @@ class Harness:
 
     def env(self, **extra: str) -> dict[str, str]:
         # Short leases and stop grace: a re-run right after a crash takes the dead run's claims over
-        # within seconds (production: about a minute), and SIGTERM tests finish quickly.
-        fast = {"CLAIM_TTL_SECONDS": "3", "STOP_GRACE_SECONDS": "3"}
+        # within seconds (production: about a minute), and SIGTERM tests finish quickly. QBO's
+        # throttle window scaled to 2 s (60 s in production): a stray 429 must not stall a test.
+        fast = {"CLAIM_TTL_SECONDS": "3", "STOP_GRACE_SECONDS": "3", "QBO_THROTTLE_WINDOW_SECONDS": "2"}
         return {
             **self.sandbox.env,
             "LOG_FORMAT": "json",

@@ -165,6 +165,7 @@ def test_create_computes_totals_due_date_and_keeps_doc_number(qbo: Qbo) -> None:
         BillEmail={"Address": "accounts@birchco.example"},
         EmailStatus="NeedToSend",
         TxnDate="2026-11-01",
+        SalesTermRef={"value": "2"},
         PrivateNote="invoice-processor:10003:2026-10",
         Line=[_line("93.60", "2.08", "45.00"), _line("424.50", "2.83", "150.00", item="22")],
     )
@@ -173,7 +174,7 @@ def test_create_computes_totals_due_date_and_keeps_doc_number(qbo: Qbo) -> None:
     invoice = response.json()["Invoice"]
     assert response.status_code == 200 and response.headers["intuit_tid"]
     assert invoice["TotalAmt"] == 518.10 and invoice["Balance"] == 518.10
-    assert invoice["DueDate"] == "2026-11-16"  # the customer's Net 15 term
+    assert invoice["DueDate"] == "2026-11-16"  # the invoice's Net 15 term
     assert invoice["DocNumber"] == "10003-202610" and invoice["SyncToken"] == "0"
     assert invoice["CustomerRef"] == {"value": "60", "name": "10003 - Birch & Co. Bookkeeping"}
     assert invoice["Line"][-1] == {

@@ -43,8 +43,8 @@ def _ids(text: str, active_only: bool = True) -> list[str]:
 @pytest.mark.parametrize(
     ("text", "ids"),
     [
-        ("SELECT * FROM Customer", ["2", "3"]),
-        ("select * from customer where Active in (true, false)", ["2", "3", "10"]),
+        ("SELECT * FROM Customer ORDERBY Id", ["2", "3"]),
+        ("select * from customer where Active in (true, false) orderby id", ["2", "3", "10"]),
         ("SELECT * FROM Customer WHERE DisplayName = 'amy\\'s bird sanctuary'", ["2"]),
         ("SELECT * FROM Customer WHERE DisplayName LIKE '%S B%' AND Active IN (true,false)", ["2"]),
         (
@@ -53,7 +53,8 @@ def _ids(text: str, active_only: bool = True) -> list[str]:
         ),
         ("SELECT * FROM Customer WHERE MetaData.CreateTime >= '2014-09-12' AND Active = false", ["10"]),
         ("SELECT * FROM Customer WHERE Id IN ('3', '2') ORDER BY DisplayName DESC", ["3", "2"]),
-        ("SELECT * FROM Customer MAXRESULTS 1 STARTPOSITION 2", ["3"]),
+        ("SELECT * FROM Customer ORDERBY Id MAXRESULTS 1 STARTPOSITION 2", ["3"]),
+        ("SELECT *, Sku FROM Customer WHERE Id = '2'", ["2"]),  # python-quickbooks' Item query
     ],
 )
 def test_query_language(text: str, ids: list[str]) -> None:

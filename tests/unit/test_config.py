@@ -47,7 +47,7 @@ def test_minimal_environment_gives_documented_defaults() -> None:
         settings.http_max_retries,
         settings.http_max_retry_after_seconds,
     ) == (
-        60.0,
+        None,
         5,
         120.0,
     )

@@ -110,7 +110,7 @@ def test_customers_query_includes_inactive_and_sends_minorversion_auth_and_accep
     params = query_of(request.url)
     assert params["minorversion"] == ["75"]
     assert params["query"] == [
-        "SELECT * FROM Customer WHERE Active IN (true, false) STARTPOSITION 1 MAXRESULTS 1000"
+        "SELECT * FROM Customer WHERE Active IN (true, false) ORDERBY Id STARTPOSITION 1 MAXRESULTS 1000"
     ]
     assert request.headers["Authorization"] == f"Bearer {STATIC_TOKEN}"
     assert request.headers["Accept"] == "application/json"

@@ -71,6 +71,12 @@ class FakeQbo:
     def custom_txn_numbers(self) -> bool:
         return self.custom_numbers
 
+    def terms(self) -> dict[str, dict]:
+        return {}
+
+    def default_term_id(self) -> str:
+        return ""
+
     def invoices_between(self, start: date, end: date) -> list[Invoice]:
         self._fault("read", False)
         return [Invoice(i) for i in self.invoices if start.isoformat() <= i["TxnDate"] <= end.isoformat()]
@@ -173,6 +179,9 @@ class FakeServices:
         """Every fake is always there."""
 
     def token_expiry_report(self, *, publish_metric: bool = True) -> dict:
+        return {}
+
+    def throttling(self) -> dict:
         return {}
 
     def archive(self, parts: Sequence[str], content: bytes) -> None:

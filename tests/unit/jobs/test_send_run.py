@@ -258,3 +258,73 @@ def test_a_pdf_that_could_not_be_archived_is_archived_by_the_next_run(send_servi
     assert send_services.qbo.sent == ["201"]
     assert "2026-10/10002 - Acme CPA/Invoice-10002-202610.pdf" in send_services.archived
     assert ledger_rows(send_services.ledger)["send#201"].attributes["archived"] is True
+
+
+def test_a_lost_qbo_send_answer_is_checked_in_qbo_and_not_sent_again(send_services: FakeServices) -> None:
+    """Issue 11 rule 4: /send is never replayed blindly; the invoice is read first."""
+    send_services.qbo.faults["send"] = (errors.TransportError("qbo", "send invoice", "dropped"), True)
+
+    result = send(send_services)
+
+    assert result["10002-202610"]["outcome"] == Outcome.SENT
+    assert send_services.qbo.sent == ["201", "202"]  # each mailed once
+    assert ledger_rows(send_services.ledger)["send#201"].status == "sent"
+
+
+def test_a_qbo_send_that_failed_before_mailing_is_sent_again_after_the_check(
+    send_services: FakeServices,
+) -> None:
+    send_services.qbo.faults["send"] = (errors.ServerError("qbo", "send invoice", "503", status=503), False)
+
+    result = send(send_services)
+
+    assert result["10002-202610"]["outcome"] == Outcome.SENT
+    assert send_services.qbo.sent == ["201", "202"]
+
+
+def test_a_refused_send_moves_the_next_run_to_a_new_requestid(send_services: FakeServices) -> None:
+    """QBO replays a requestid's fault, so after a definite failure the next try needs a new id."""
+    used: list[str] = []
+    real = send_services.qbo.send_invoice
+    send_services.qbo.send_invoice = lambda invoice_id, request_id: (
+        used.append(request_id),
+        real(invoice_id, request_id),
+    )[1]  # type: ignore[method-assign]
+    send_services.qbo.faults["send"] = (
+        errors.ValidationFault("qbo", "send invoice", "invalid email", status=400, code="6000"),
+        False,
+    )
+
+    first = send(send_services, clients=["10002"])
+    second = send(send_services, run_id="run-2", clients=["10002"])
+
+    assert first["10002-202610"]["outcome"] == Outcome.FAILED
+    assert second["10002-202610"]["outcome"] == Outcome.SENT
+    assert used == [request_id_for("send#201", "send"), request_id_for("send#201", "send", 1)]
+    assert ledger_rows(send_services.ledger)["send#201"].attributes["send_attempt"] == 1
+
+
+def test_a_lost_send_that_cannot_be_checked_is_left_for_the_next_run_to_check(
+    send_services: FakeServices,
+) -> None:
+    send_services.qbo.faults["send"] = (errors.TransportError("qbo", "send invoice", "dropped"), True)
+    send_services.qbo.faults["check"] = (errors.ServerError("qbo", "read invoice", "503", status=503), False)
+    real_get = send_services.qbo.get_invoice
+
+    def get_invoice(invoice_id: str) -> dict:
+        send_services.qbo._fault("check", False)
+        return real_get(invoice_id)
+
+    send_services.qbo.get_invoice = get_invoice  # type: ignore[method-assign]
+
+    first = send(send_services, clients=["10002"])
+    row = ledger_rows(send_services.ledger)["send#201"]
+    second = send(send_services, run_id="run-2", clients=["10002"])
+
+    assert first["10002-202610"]["outcome"] == Outcome.FAILED
+    assert (row.status, row.attributes["stage"]) == ("failed", "mailing")
+    # EmailSent in QBO: the invoice no longer waits, but the ledger's unfinished delivery is checked
+    # and finished (recorded sent, PDF archived); the mail went out once, and stays once
+    assert second["10002-202610"]["reason"] == "already sent by an interrupted run (confirmed in QBO)"
+    assert ledger_rows(send_services.ledger)["send#201"].status == "sent"
+    assert send_services.qbo.sent == ["201"]
