@@ -191,12 +191,19 @@ def judge(spec: Spec, space: Workspace, runs: list[JobRun], outcome: Outcome) ->
     state = space.sandbox.state()
     bookkeeper = space.sandbox.env["BOOKKEEPER_EMAIL"]
     (space.root / "ledger.json").write_text(json.dumps(state["ledger"], indent=1, default=str))
-    if spec.kind == "bad":
+    reauth = bool(runs) and tokens.honest_exit_2(runs[-1])
+    if reauth:
+        # The re-run stopped at once with exit 2 and the `make qbo-auth` steps (e.g. the crash hit
+        # the moment Intuit rotated the refresh token, whose old value dies at once: qbo-api.md).
+        # Nothing can be billed or sent until a person re-authorises: counted as "re-auth needed"
+        # (DESIGN §7), not as lost work; the token check below still applies.
+        outcome.notes.append(f"{outcome.name}: work waits for re-authorisation (exit 2 with the steps)")
+    elif spec.kind == "bad":
         _judge_bad(spec, state, runs[-1], outcome)
     else:
         checks.count_invoices(state, spec.reference, outcome, rerun=True)
         checks.count_archives(state, spec.reference, outcome)
-    if spec.job == "send" or spec.kind == "secrets":
+    if not reauth and (spec.job == "send" or spec.kind == "secrets"):
         attempts = checks.failed_mail_attempts(space.sandbox.requests(), len(state["mails"]))
         checks.count_deliveries(state, spec.reference, bookkeeper, outcome, attempts)
     files = secrets_scan.output_files(space.root, space.sandbox.state_dir)
