@@ -164,10 +164,20 @@ def _scenario_with_bad_clients() -> dict:
         {"client_id": "10011", "customer_name": "10011 - Nobody In QBO"},
         {
             "client_id": "10012",
-            "customer_name": "10002 - Acme CPA",
+            "customer_name": "10012 - Ironwood Payroll",
             "robocorp_workspace_ids": ["ws-without-key"],
         },
+        # a copy-paste slip: 10013's registry row names another client's customer
+        {"client_id": "10013", "customer_name": "10002 - Acme CPA"},
     ]
+    scenario["qbo"]["customers"].append(
+        {
+            **scenario["qbo"]["customers"][1],
+            "Id": "912",
+            "DisplayName": "10012 - Ironwood Payroll",
+            "PrimaryEmailAddr": {"Address": "ap@ironwood.example"},
+        }
+    )
     return scenario
 
 
@@ -178,13 +188,14 @@ def test_a_bad_client_fails_alone_and_the_others_are_billed(harness: Harness) ->
     assert run.exit_code == 1
     assert _totals(harness) == EXPECTED_TOTALS
     reasons = {r["client"]: r["reason"] for r in run.rows(outcome="failed")}
-    assert set(reasons) == {"10009", "10010", "10011", "10012"}
+    assert set(reasons) == {"10009", "10010", "10011", "10012", "10013"}
     assert "robocorp_workspace_ids must be a list" in reasons["10009"]
     assert "inactive" in reasons["10010"].lower()
     assert "10011 - Nobody In QBO" in reasons["10011"]
     assert "ws-without-key" in reasons["10012"]
+    assert "is client 10002's customer" in reasons["10013"]
     (mail,) = [m for m in harness.state()["mails"] if "bookkeeper" in m["to"][0]]
-    assert "4 FAILED" in mail["subject"] and "Nobody In QBO" in mail["text"]
+    assert "5 FAILED" in mail["subject"] and "Nobody In QBO" in mail["text"]
 
 
 def test_configuration_problems_exit_2_naming_each_one(harness: Harness) -> None:
