@@ -4,7 +4,7 @@ The wrapper patches ``urllib3.connectionpool.HTTPConnectionPool.urlopen`` (used 
 and botocore alike), counts every call that got an answer from a server, and calls ``os._exit(137)``
 (what a SIGKILL looks like) as soon as the N-th one returns: the server did the work, the job never
 saw the answer. Nested urlopen calls (urllib3's own retries) count once. ``--match`` counts only
-calls whose "METHOD URL [X-Amz-Target]" matches a regex (for example ``--match 'POST .*/invoice'``
+calls whose "METHOD URL [operation]" matches a regex (for example ``--match 'POST .*/invoice'``
 or ``--match 'DynamoDB_20120810.PutItem'``: every AWS call POSTs to the same URL).
 
 Then it runs ``invoice-processor <job args>`` in this process (or ``--target module:function`` /
@@ -26,21 +26,15 @@ from typing import Any
 EXIT_CODE = 137
 
 
-def install(
-    after: int,
-    match: str | None = None,
-    exit_code: int = EXIT_CODE,
-    on_exit: Callable[[], None] | None = None,
-) -> None:
-    """Patch urllib3 so the process exits right after the ``after``-th matching call returns."""
+def hook_calls(on_call: Callable[[int, str], None]) -> None:
+    """Call ``on_call(n, "METHOD URL [operation]")`` after every completed top-level urllib3 call
+    (the n-th one): what the crash switch and the fault campaign count. AWS calls all POST to one
+    URL, so their operation is appended (``[DynamoDB_20120810.PutItem]``, ``[PutMetricData]``)."""
     import urllib3.connectionpool
 
     pool_class = urllib3.connectionpool.HTTPConnectionPool
     original = pool_class.urlopen
-    pattern = re.compile(match) if match else None
-    lock = threading.Lock()
-    local = threading.local()
-    counter = {"calls": 0}
+    lock, local, counter = threading.Lock(), threading.local(), [0]
 
     def urlopen(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         depth = getattr(local, "depth", 0)
@@ -49,26 +43,57 @@ def install(
             response = original(self, method, url, *args, **kwargs)
         finally:
             local.depth = depth
-        if depth == 0:
+        if depth == 0:  # only calls that got an answer; urllib3's own retries count once
             full = url if url.startswith("http") else f"{self.scheme}://{self.host}:{self.port}{url}"
-            # AWS calls all POST to one URL: the operation is in X-Amz-Target ("DynamoDB_20120810.PutItem")
-            headers = kwargs.get("headers") or (args[1] if len(args) > 1 else None) or {}
-            target = headers.get("X-Amz-Target") or headers.get("x-amz-target") or ""
-            if pattern is None or pattern.search(f"{method} {full} {target}".rstrip()):
-                with lock:
-                    counter["calls"] += 1
-                    reached = counter["calls"] >= after
-                if reached:
-                    if on_exit is not None:
-                        on_exit()
-                    os.write(
-                        2,
-                        f"sandbox.crash: exiting with {exit_code} right after call {counter['calls']} ({method} {full})\n".encode(),
-                    )
-                    os._exit(exit_code)
+            operation = _aws_operation(kwargs.get("headers"), kwargs.get("body"))
+            full += f" [{operation}]" if operation else ""
+            with lock:
+                counter[0] += 1
+                number = counter[0]
+            on_call(number, f"{method} {full}")
         return response
 
     pool_class.urlopen = urlopen  # type: ignore[method-assign]
+
+
+def _aws_operation(headers: Any, body: Any) -> str:
+    """An AWS call's operation: the JSON target header, or the query API's Action."""
+    target = headers.get("X-Amz-Target") if hasattr(headers, "get") else None
+    if target:
+        return target.decode("ascii", "replace") if isinstance(target, bytes) else str(target)
+    if isinstance(body, bytes | str):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        match = re.match(r"Action=(\w+)", text)
+        return match.group(1) if match else ""
+    return ""
+
+
+def install(
+    after: int,
+    match: str | None = None,
+    exit_code: int = EXIT_CODE,
+    on_exit: Callable[[], None] | None = None,
+) -> None:
+    """Exit the process right after the ``after``-th call whose "METHOD URL [operation]" matches."""
+    pattern = re.compile(match) if match else None
+    lock, matched = threading.Lock(), [0]
+
+    def on_call(number: int, call: str) -> None:
+        if pattern is not None and not pattern.search(call):
+            return
+        with lock:
+            matched[0] += 1
+            reached = matched[0] >= after
+        if reached:
+            if on_exit is not None:
+                on_exit()
+            os.write(
+                2,
+                f"sandbox.crash: exiting with {exit_code} right after call {matched[0]} ({call})\n".encode(),
+            )
+            os._exit(exit_code)
+
+    hook_calls(on_call)
 
 
 def _run_target(target: str | None, args: list[str]) -> Any:
@@ -87,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--after", type=int, required=True, help="exit right after this many completed external calls"
     )
-    parser.add_argument(
-        "--match", help="count only calls whose 'METHOD URL [X-Amz-Target]' matches this regex"
-    )
+    parser.add_argument("--match", help="count only calls whose 'METHOD URL [operation]' matches this regex")
     parser.add_argument("--exit-code", type=int, default=EXIT_CODE)
     parser.add_argument("--target", help="module:function or script.py to run instead of invoice-processor")
     parser.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then the invoice-processor arguments")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from importlib import import_module
-from typing import Any
+
+from sandbox.crash import hook_calls
 
 WORKER_SETTINGS = {"create_invoices.job": "CREATE_WORKERS", "send_invoices.job": "SEND_WORKERS"}
 
@@ -39,47 +38,6 @@ def apply_worker_settings() -> None:
             continue
         if hasattr(module, "WORKERS"):
             module.WORKERS = int(value)
-
-
-def hook_calls(on_call: Callable[[int, str], None]) -> None:
-    """Call ``on_call(n, "METHOD URL")`` after every completed top-level urllib3 call."""
-    import urllib3.connectionpool
-
-    pool_class = urllib3.connectionpool.HTTPConnectionPool
-    original = pool_class.urlopen
-    lock, local, counter = threading.Lock(), threading.local(), [0]
-
-    def urlopen(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        depth = getattr(local, "depth", 0)
-        local.depth = depth + 1
-        try:
-            response = original(self, method, url, *args, **kwargs)
-        finally:
-            local.depth = depth
-        if depth == 0:  # counted like the crash switch: only calls that got an answer
-            full = url if url.startswith("http") else f"{self.scheme}://{self.host}:{self.port}{url}"
-            operation = _aws_operation(kwargs.get("headers"), kwargs.get("body"))
-            full += f" [{operation}]" if operation else ""
-            with lock:
-                counter[0] += 1
-                number = counter[0]
-            on_call(number, f"{method} {full}")
-        return response
-
-    pool_class.urlopen = urlopen  # type: ignore[method-assign]
-
-
-def _aws_operation(headers: Any, body: Any) -> str:
-    """An AWS call's operation (all go to "POST /"): the JSON target header or the query Action."""
-    target = (headers or {}).get("X-Amz-Target") if hasattr(headers, "get") else None
-    if target:
-        text = target.decode("ascii", "replace") if isinstance(target, bytes) else str(target)
-        return text.split(".")[-1]
-    if isinstance(body, bytes | str):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        match = re.match(r"Action=(\w+)", text)
-        return match.group(1) if match else ""
-    return ""
 
 
 def job_main() -> int:
