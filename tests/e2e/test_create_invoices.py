@@ -269,11 +269,16 @@ def test_two_runs_at_once_create_each_invoice_once(harness: Harness, tmp_path) -
     # Slow creates: the runs overlap client by client. Each run keeps to QBO's per-realm limits, but
     # two at once exceed them together and the loser waits out a throttle window while the other
     # finishes: this test is about claims, so it relaxes the limits by name.
+    # One client at a time in each run, slow QBO: both runs walk the clients in the same order at the
+    # same pace, so they meet on the same claims.
     harness.sandbox.set_faults(
-        "qbo", latency_ms=150, rate_limit_per_sec=0, rate_limit_per_min=0, max_concurrent=0
+        "qbo", latency_ms=400, rate_limit_per_sec=0, rate_limit_per_min=0, max_concurrent=0
     )
     paths = [tmp_path / f"run-{n}.json" for n in range(2)]
-    runs = [harness.spawn("--create-invoices", "--period", "2026-10", SUMMARY_PATH=str(p)) for p in paths]
+    runs = [
+        harness.spawn("--create-invoices", "--period", "2026-10", SUMMARY_PATH=str(p), CREATE_WORKERS="1")
+        for p in paths
+    ]
     outputs = [run.communicate(timeout=180) for run in runs]
 
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
