@@ -56,11 +56,6 @@ IDENTIFIER_FIELDS = frozenset(
     {"environment", "realm_id", "team_id", "tenant_id", token_expiry.EXPIRES_AT, token_expiry.HARD_EXPIRES_AT}
 )
 
-# A claim whose lease ran out belongs to a dead run and may be taken over (the stored QBO
-# requestid goes with it, so the takeover cannot duplicate the write). A live run renews the
-# leases of the claims it holds from a heartbeat thread (integrations.claims): the lease is short.
-CLAIM_LEASE_SECONDS = 60
-
 LEDGER_STATUSES = frozenset({"claimed", "created", "sent", "failed", "needs_review", "skipped"})
 LOCK_PREFIX = "lock#"
 TRACE_PREFIX = "trace#"

@@ -1,14 +1,14 @@
 """Run ``invoice-processor`` in this process with the campaign's hooks:
 ``python -m sandbox.campaign.driver [--record FILE] [--sigterm-after N --signal-file F] -- <job args>``.
 
-* one worker when ``CREATE_WORKERS``/``SEND_WORKERS`` ask for it, also on code that still has a
-  ``WORKERS`` constant (so call k of a sweep is the same call every time);
+* sweeps set ``CREATE_WORKERS``/``SEND_WORKERS`` to 1 (the jobs read them), so call k of a sweep
+  is the same call every time;
 * ``--record``: append "METHOD URL" of every completed external call (urllib3, so requests, MSAL
   and botocore alike; urllib3's own retries count once), to count a clean run's crash points;
 * ``--sigterm-after N``: send this process SIGTERM right after its N-th call (what ECS does on a
   stop), writing the moment to ``--signal-file``. The job decides what happens next.
 
-``job_main`` is also the ``--target`` the crash switch runs, so crashes get the same worker count.
+``job_main`` is also the ``--target`` the crash switch runs.
 """
 
 from __future__ import annotations
@@ -19,30 +19,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from importlib import import_module
 
 from sandbox.crash import hook_calls
 
-WORKER_SETTINGS = {"create_invoices.job": "CREATE_WORKERS", "send_invoices.job": "SEND_WORKERS"}
-
-
-def apply_worker_settings() -> None:
-    """Set a job module's ``WORKERS`` constant from its env var (no-op once the job reads it itself)."""
-    for module_name, variable in WORKER_SETTINGS.items():
-        value = os.environ.get(variable)
-        if not value:
-            continue
-        try:
-            module = import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, "WORKERS"):
-            module.WORKERS = int(value)
-
 
 def job_main() -> int:
-    """``invoice-processor`` with the worker settings applied (argv as the entrypoint's)."""
-    apply_worker_settings()
+    """``invoice-processor`` (argv as the entrypoint's); the jobs read CREATE_WORKERS/SEND_WORKERS."""
     from integrations.cli import run
 
     return run(sys.argv[1:], os.environ)
