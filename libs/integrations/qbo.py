@@ -45,6 +45,7 @@ SERVICE = "qbo"
 MINOR_VERSION = 75
 MAX_REQUEST_ID = 50  # Intuit: requestid <= 50 chars for every operation except batch
 MAX_PAGE_SIZE = 1000  # QBO's MAXRESULTS ceiling
+QBO_MAX_IN_FLIGHT = 10  # Intuit: at most 10 concurrent requests per company (realm)
 # How far past today an invoice's TxnDate may lie and still be found by the jobs' TxnDate range
 # queries: QBO accepts future-dated invoices; ours are dated the day they are made, and a person
 # may post-date one by a month or so.
@@ -932,5 +933,7 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         replay_safe_posts=True,
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
+        max_in_flight=QBO_MAX_IN_FLIGHT,
+        min_interval=60 / 500,  # evenly at the 500/min pace rather than in bursts of ten
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)

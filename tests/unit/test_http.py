@@ -7,6 +7,7 @@ server from conftest (127.0.0.1, a free port per test) with tiny backoff values.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -292,3 +293,17 @@ def test_an_ssl_eof_is_retried_for_safe_calls_only() -> None:
         build_session("qbo", replay_safe_posts=True, max_retries=3).get_adapter("https://x").max_retries
     )
     assert replay_safe.increment(method="POST", url="/v3/company/1/invoice", error=dropped).other == 2
+
+
+def test_in_flight_cap_keeps_at_most_that_many_calls_open_at_once(local_http_server: LocalServer) -> None:
+    local_http_server.script("GET", "/v3/slow", Scripted(200, {"ok": True}, delay=0.3))
+    capped = build_session("qbo", max_in_flight=2, max_retries=0)
+    url = f"{local_http_server.url}/v3/slow"
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: capped.get(url).status_code, range(6)))
+    elapsed = time.monotonic() - began
+
+    assert answers == [200] * 6
+    assert elapsed >= 0.85  # 6 calls of 0.3 s, 2 at a time: three rounds, never two
