@@ -9,6 +9,7 @@ customers; this module only wires them to the clients and reports what happened.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
@@ -195,11 +196,12 @@ class CreateRun:
         )
         return attribution, ""
 
-    def _runs(self, client: ClientRecord) -> list[ProcessRun]:
-        runs: list[ProcessRun] = []
+    def _runs(self, client: ClientRecord) -> Iterator[ProcessRun]:
+        """Every run of the client's workspaces as one stream, read page by page as it is
+        consumed (``aggregate_runtime`` folds it; nothing holds a workspace's whole history).
+        Every page is read: the list's order is not documented, so it cannot be cut short."""
         for workspace in client.robocorp_workspace_ids:
-            runs.extend(self.services.robocorp.process_runs(workspace))
-        return runs
+            yield from self.services.robocorp.process_runs(workspace)
 
     # -- one client ------------------------------------------------------------------------
     def _bill(
@@ -215,6 +217,11 @@ class CreateRun:
         name = client.customer_name or client.client_id
         with logger.contextualize(client=client.client_id):
             try:
+                customer = match_customer(client, customers)
+                name = customer.get("DisplayName") or name
+                already = existing.get(client.client_id)
+                if already is not None:  # before any read: a repeat run costs no usage calls
+                    return self._already_invoiced(client, name, already)
                 if attribution is None:
                     return ClientResult.failed(client.client_id, name, Reason.ERROR, clickup_error)
                 malformed = attribution.malformed.get(client.client_id)
@@ -225,8 +232,6 @@ class CreateRun:
                         for e in malformed
                     )
                     raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
-                customer = match_customer(client, customers)
-                name = customer.get("DisplayName") or name
                 runtime = aggregate_runtime(self._runs(client), self.period)
                 prices = prices_for(client, base_prices)
                 priced = split_lines(
@@ -246,16 +251,6 @@ class CreateRun:
                 )
                 if draft is None:
                     return result.skip(Reason.NOTHING_TO_BILL, "nothing to bill")
-                already = existing.get(client.client_id)
-                if already is not None:
-                    result.skip(Reason.ALREADY_INVOICED, "already invoiced")
-                    result.invoice_id, result.doc_number = (
-                        str(already["Id"]),
-                        str(already.get("DocNumber") or ""),
-                    )
-                    if not self.options.dry_run:
-                        self._record_existing(client, already, result)
-                    return result
                 if self.options.dry_run:
                     result.outcome, result.code, result.reason = (
                         Outcome.WOULD_CREATE,
@@ -269,6 +264,15 @@ class CreateRun:
             except (CustomerProblem, PricingError, ValueError, errors.ServiceError) as exc:
                 logger.error("client {client} failed: {error}", client=client.client_id, error=str(exc))
                 return ClientResult.failed(client.client_id, name, Reason.ERROR, str(exc))
+
+    def _already_invoiced(self, client: ClientRecord, name: str, invoice: dict) -> ClientResult:
+        """The period's invoice with our marker is in QBO: skip the client without reading its usage."""
+        result = ClientResult(client.client_id, name, Outcome.SKIPPED)
+        result.skip(Reason.ALREADY_INVOICED, "already invoiced")
+        result.invoice_id, result.doc_number = str(invoice["Id"]), str(invoice.get("DocNumber") or "")
+        if not self.options.dry_run:
+            self._record_existing(client, invoice, result)
+        return result
 
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
