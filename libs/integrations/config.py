@@ -86,8 +86,12 @@ class Settings:
     business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
     claim_ttl_seconds: float = 60.0  # a claim not renewed for this long belongs to a dead run
     stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
-    create_workers: int = 4  # clients billed at once
-    send_workers: int = 1  # invoices delivered at once
+    # clients billed at once: enough that QBO's limiter (10/s, 500/min), not the usage reads'
+    # latency, sets the pace; QBO calls in flight stay capped at 10 anyway (qbo.QBO_MAX_IN_FLIGHT)
+    create_workers: int = 10
+    # invoices delivered at once: 4 keeps QBO's 2 calls per invoice at its limit, and graph mode
+    # within Outlook's 4 concurrent requests per mailbox (one mail call per worker at a time)
+    send_workers: int = 4
     extra: dict = field(default_factory=dict, compare=False)
 
     def is_excluded(self, client_id: str, display_name: str | None) -> bool:
@@ -242,8 +246,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         business_time_zone=_time_zone(env, problems),
         claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
-        create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
-        send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
+        create_workers=_number(env, "CREATE_WORKERS", 10, problems, integer=True),
+        send_workers=_number(env, "SEND_WORKERS", 4, problems, integer=True),
     )
     if problems:
         raise ConfigError(problems)
