@@ -86,11 +86,6 @@ class RateLimiter:
     ``margin`` seconds longer than the service's. Without it, a job running at the limit got 429s
     on ~6% of its QBO calls in ``python -m sandbox.bench --fast``; 0.2 s costs nothing sustained, as
     10 per 1.2 s is QBO's 500/min anyway.
-
-    ``min_interval`` spreads the calls evenly (QBO: 60/500 = 0.12 s apart, the 500/min pace, which
-    10/s never undercuts) instead of letting ten leave together: a burst of ten concurrent requests
-    reaches the service with the most spread in arrival times, so its tail can land in the next
-    second's window (the bench saw 12 in one second with ten workers on a busy machine).
     """
 
     def __init__(
@@ -100,9 +95,7 @@ class RateLimiter:
         clock=time.monotonic,
         sleep=time.sleep,
         margin: float = 0.2,
-        min_interval: float = 0.0,
     ):
-        self.min_interval = min_interval
         self.windows = [
             (limit, span + margin) for limit, span in ((per_second, 1.0), (per_minute, 60.0)) if limit
         ]
@@ -122,12 +115,59 @@ class RateLimiter:
                     recent = [t for t in self._stamps if now - t < span]
                     if len(recent) >= limit:
                         wait = max(wait, span - (now - recent[-limit]))
-                if self.min_interval and self._stamps:
-                    wait = max(wait, self.min_interval - (now - self._stamps[-1]))
                 if wait <= 0:
                     self._stamps.append(now)
                     return
             self._sleep(wait)
+
+
+class AnsweredRateLimiter(RateLimiter):
+    """A ``RateLimiter`` that counts each request in its windows until its answer is back.
+
+    The service counts a request when it ARRIVES, some time between our send and our answer; how
+    long that takes varies (a new TLS connection, a busy machine: the bench saw four QBO calls sent
+    0.12 s apart arrive within 0.08 s, and twelve in one second). A fixed margin cannot cover an
+    unbounded delay, but cause and effect can: a request that arrived in the service's window
+    ``(t - W, t]`` was answered after ``t - W``. So a new request may leave only while fewer than
+    ``limit`` requests were answered within the last window or are still unanswered; then no window
+    of the service's can ever hold more than ``limit`` arrivals, whatever the delays. The cost is one
+    round trip per window (10 per 1.1-1.3 s for QBO), which its 500/min pace hides beyond 500 calls.
+
+    ``answered()`` closes every request the calling thread opened (urllib3's retries included)."""
+
+    def __init__(self, per_second: int | None = None, per_minute: int | None = None, **options: Any):
+        options.setdefault("margin", 0.05)  # clock granularity only: arrival delays are covered above
+        super().__init__(per_second, per_minute, **options)
+        self._calls: deque[list[float | None]] = deque()  # [sent, answered or None]
+        self._open = threading.local()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                horizon = max((span for _, span in self.windows), default=0.0)
+                while self._calls and self._calls[0][1] is not None and now - self._calls[0][1] >= horizon:
+                    self._calls.popleft()
+                wait = 0.0
+                for limit, span in self.windows:
+                    ends = [end for _, end in self._calls if end is None or now - end < span]
+                    if len(ends) >= limit:
+                        answered = sorted(end for end in ends if end is not None)
+                        excess = len(ends) - limit  # this many more must leave the window first
+                        wait = max(wait, span - (now - answered[excess]) if excess < len(answered) else 0.02)
+                if wait <= 0:
+                    call: list[float | None] = [now, None]
+                    self._calls.append(call)
+                    self._open.calls = [*getattr(self._open, "calls", []), call]
+                    return
+            self._sleep(wait)
+
+    def answered(self) -> None:
+        with self._lock:
+            now = self._clock()
+            for call in getattr(self._open, "calls", []):
+                call[1] = now
+            self._open.calls = []
 
 
 class InFlightCap:
@@ -175,9 +215,14 @@ class ServiceSession(requests.Session):
             return self._limited(method, url, **kwargs)
 
     def _limited(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        if self.limiter is not None:
-            self.limiter.acquire()
-        return super().request(method, url, **kwargs)
+        if self.limiter is None:
+            return super().request(method, url, **kwargs)
+        self.limiter.acquire()
+        try:
+            return super().request(method, url, **kwargs)
+        finally:
+            if isinstance(self.limiter, AnsweredRateLimiter):
+                self.limiter.answered()
 
 
 def session_for(service: str, settings: Any, **options: Any) -> ServiceSession:
@@ -203,9 +248,10 @@ def build_session(
     per_second: int | None = None,
     per_minute: int | None = None,
     max_in_flight: int | None = None,
-    min_interval: float = 0.0,
+    count_until_answered: bool = False,
 ) -> ServiceSession:
-    """Build the session a client uses for one service (``max_in_flight``: see ``InFlightCap``)."""
+    """Build the session a client uses for one service (``max_in_flight``: see ``InFlightCap``;
+    ``count_until_answered``: see ``AnsweredRateLimiter``)."""
     methods = IDEMPOTENT_METHODS | ({"POST", "PATCH"} if replay_safe_posts else set())
     retry = ServiceRetry(
         total=max_retries,
@@ -223,9 +269,8 @@ def build_session(
         raise_on_redirect=False,
     )
     retry.max_retry_after = max_retry_after
-    limiter = (
-        RateLimiter(per_second, per_minute, min_interval=min_interval) if (per_second or per_minute) else None
-    )
+    kind = AnsweredRateLimiter if count_until_answered else RateLimiter
+    limiter = kind(per_second, per_minute) if (per_second or per_minute) else None
     retry.limiter = limiter
     session = ServiceSession(
         service,

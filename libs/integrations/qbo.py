@@ -934,6 +934,6 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         per_second=10,  # Intuit's published limits per company: stay under them instead of collecting 429s
         per_minute=500,
         max_in_flight=QBO_MAX_IN_FLIGHT,
-        min_interval=60 / 500,  # evenly at the 500/min pace rather than in bursts of ten
+        count_until_answered=True,  # QBO counts arrivals: see http.AnsweredRateLimiter
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)
