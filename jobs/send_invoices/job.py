@@ -13,6 +13,8 @@ before the mail call the claim notes ``stage=mailing``; a run that finds a claim
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,6 +36,8 @@ from integrations.services import Services
 from send_invoices import summary
 from send_invoices.results import Delivery, Outcome, Reason
 
+MAIL_SLOTS = 4  # Outlook: at most 4 concurrent requests per mailbox (DESIGN §7), whatever SEND_WORKERS is
+
 
 def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
     return SendRun(settings, options, services, uuid.uuid4().hex[:12]).execute()
@@ -42,6 +46,7 @@ def run(settings: Settings, options: JobOptions, services: Services) -> JobOutco
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
+        self._mail_slots = threading.BoundedSemaphore(MAIL_SLOTS)
         self.today = datetime.now(UTC).astimezone(ZoneInfo(settings.business_time_zone)).date()
 
     def execute(self) -> JobOutcome:
@@ -178,23 +183,24 @@ class SendRun:
             except errors.ServiceError as exc:  # nothing was sent: the next run tries again
                 self.claims.record(key, "failed", {"reason": f"not mailed: {exc}"})
                 raise
-        self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
-        try:
-            self._send(invoice, key, result, pdf)
-        except (errors.TransportError, errors.ServerError) as exc:
-            if self.settings.invoice_delivery == "graph":
-                # The mail service may have accepted it before the connection broke: do not resend.
-                reason = (
-                    f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
-                )
-                self.claims.record(key, "needs_review", {"reason": reason})
-                return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
-            # stage stays "mailing": the next run reads the invoice in QBO before sending again
-            self.claims.record(key, "failed", {"reason": str(exc)})
-            raise
-        except errors.ServiceError as exc:  # refused (4xx): nothing went out
-            self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused"})
-            raise
+        # graph mode: wait for one of Outlook's 4 mailbox slots BEFORE noting "mailing", so a crash
+        # while waiting never leaves an unknown outcome for a person to check
+        with self._mail_slots if pdf is not None else contextlib.nullcontext():
+            self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
+            try:
+                self._send(invoice, key, result, pdf)
+            except (errors.TransportError, errors.ServerError) as exc:
+                if self.settings.invoice_delivery == "graph":
+                    # The mail service may have accepted it before the connection broke: do not resend.
+                    reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+                    self.claims.record(key, "needs_review", {"reason": reason})
+                    return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+                # stage stays "mailing": the next run reads the invoice in QBO before sending again
+                self.claims.record(key, "failed", {"reason": str(exc)})
+                raise
+            except errors.ServiceError as exc:  # refused (4xx): nothing went out
+                self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused"})
+                raise
         self.claims.record(key, "sent", {"to": result.to})
         result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
@@ -255,16 +261,9 @@ class SendRun:
         cc = [a for a in [(invoice.get("BillEmailCc") or {}).get("Address")] if a]
         bcc = [a for a in [(invoice.get("BillEmailBcc") or {}).get("Address")] if a]
         subject, html = summary.customer_mail(invoice, result)
+        attachment = Attachment(f"Invoice-{safe_path_segment(result.doc_number)}.pdf", "application/pdf", pdf)
         self.services.graph.send_mail(
-            self.settings.sender_email,
-            [result.to],
-            subject,
-            html,
-            attachments=[
-                Attachment(f"Invoice-{safe_path_segment(result.doc_number)}.pdf", "application/pdf", pdf)
-            ],
-            cc=cc,
-            bcc=bcc,
+            self.settings.sender_email, [result.to], subject, html, attachments=[attachment], cc=cc, bcc=bcc
         )
 
     def _mark_sent(self, invoice: dict, key: str) -> None:
