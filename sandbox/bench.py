@@ -498,33 +498,36 @@ def _child_env(sandbox_env: dict[str, str], summary_path: Path, extra: dict[str,
 
 def _run_child(
     command: Sequence[str], env: dict[str, str], output: Any, timeout: float
-) -> tuple[int | str, float]:
-    """Run the job as its own process; (exit code or "timeout", its peak resident set in MB).
+) -> tuple[int | str, float, float]:
+    """Run the job as its own process; (exit code or "timeout", peak resident set in MB, CPU seconds).
 
     The peak is the kernel's high-water mark of the job's own memory (``VmHWM`` in
     /proc/<pid>/status), read every 50 ms until the process ends. ``ru_maxrss`` of the child
-    (``RUSAGE_CHILDREN``, ``os.wait4``) cannot be used: Linux carries the forking parent's high-water
-    mark across exec into it, so it would report this bench process's own size."""
+    (``RUSAGE_CHILDREN``, ``os.wait4``) cannot be used for it: Linux carries the forking parent's
+    high-water mark across exec, so it would report this bench process's own size. The CPU time
+    (user + system) is the child's own, from ``os.wait4``."""
     process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     status_file = Path(f"/proc/{process.pid}/status")
     peak_kb = 0
     deadline = time.monotonic() + timeout
-    code: int | str | None = None
-    while code is None:
+    killed = False
+    while True:
         try:
             for line in status_file.read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peak_kb = max(peak_kb, int(line.split()[1]))
         except (OSError, ValueError, IndexError):
-            pass  # exiting or gone: the last reading stands
-        try:
-            code = process.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                code = "timeout"
-    return code, round(peak_kb / 1024, 1)
+            pass  # exiting: the last reading stands
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if not killed and time.monotonic() > deadline:
+            process.kill()
+            killed = True
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    code: int | str = "timeout" if killed else process.returncode
+    return code, round(peak_kb / 1024, 1), round(usage.ru_utime + usage.ru_stime, 1)
 
 
 def _run_job(
@@ -545,7 +548,7 @@ def _run_job(
     before = sandbox.recorder.summary()
     started = time.monotonic()
     with open(job_log, "w", encoding="utf-8") as output:
-        code, rss = _run_child(
+        code, rss, cpu = _run_child(
             [*job_command(), *args], _child_env(sandbox.env, summary_path, extra_env or {}), output, timeout
         )
     seconds = time.monotonic() - started
@@ -575,6 +578,7 @@ def _run_job(
         "lower_bound_seconds": bound,
         "ratio": round(seconds / bound, 2) if bound else None,
         "max_rss_mb": rss,
+        "cpu_seconds": cpu,  # user + system time of the job process: its share of one core = cpu / seconds
         "period_invoices": len(_period_invoices(sandbox.state_dir)),
         "job_log": str(job_log),
     }
@@ -831,6 +835,7 @@ def render(results: dict[str, Any]) -> str:
             "QBO peak 60 s": f"{run['qbo_peak_60s']}/{profile['qbo_per_min']}",
             "QBO in flight": str(run["qbo_peak_in_flight"]),
             "max RSS MB": str(run["max_rss_mb"]),
+            "CPU s": str(run["cpu_seconds"]),
         }
 
     rows = [row(run, run["run"]) for run in results["runs"]]
