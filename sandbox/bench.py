@@ -551,7 +551,7 @@ def _run_job(
         code, rss, cpu = _run_child(
             [*job_command(), *args], _child_env(sandbox.env, summary_path, extra_env or {}), output, timeout
         )
-    seconds = time.monotonic() - started
+    seconds = round(time.monotonic() - started, 1)  # the ratio is computed from what is shown
     entries = _log_entries(log_path, offset)
     calls = _calls(before, sandbox.recorder.summary(), entries)
     qbo_times = _arrivals(entries, "qbo")
@@ -564,7 +564,7 @@ def _run_job(
         "run": name,
         "command": "invoice-processor " + " ".join(args),
         "env": dict(extra_env or {}),
-        "seconds": round(seconds, 1),
+        "seconds": seconds,
         "exit_code": code,
         "created": counts.get("created", 0) if name.startswith("create") else None,
         "sent": counts.get("sent", 0) if name == "send" else None,
