@@ -711,7 +711,13 @@ def _pass(
     for number, (name, args) in enumerate(RUNS, start=1):
         say(f"[{number}/{len(RUNS)}]{label} invoice-processor {' '.join(args)} ...")
         runs.append(_run_job(sandbox, name, args, number, work, timeout, profile, extra_env))
-        say(f"      exit {runs[-1]['exit_code']} in {runs[-1]['seconds']} s")
+        run = runs[-1]
+        say(
+            f"      exit {run['exit_code']} in {run['seconds']} s (lower bound {run['lower_bound_seconds']} s, "
+            f"ratio {run['ratio']}, calls in all {run['calls_in_all']}, QBO 429 "
+            f"{run['calls'].get('qbo', {}).get('429', 0)}, peak 1 s/60 s {run['qbo_peak_1s']}/{run['qbo_peak_60s']}, "
+            f"max RSS {run['max_rss_mb']} MB, CPU {run['cpu_seconds']} s)"
+        )
     return runs
 
 
