@@ -1,6 +1,6 @@
 """``make bench``: both jobs against a private sandbox at realistic scale, under the services' limits.
 
-    python -m sandbox.bench [--clients 200] [--seed 2026] [--json results.json] [--keep]
+    python -m sandbox.bench [--clients 200] [--seed 2026] [--json results.json] [--keep] [--baseline]
 
 A scaled scenario is generated from the default one (N clients, each with a QBO customer, a
 registry item, one or two Robocorp workspaces with months of runs, and ClickUp time attributed by
@@ -10,9 +10,14 @@ stand-ins answer 429 as the real services do), and ``invoice-processor`` runs as
 as the scheduler would start it: create, send, create again. The jobs must stay inside the limits
 by themselves (their client-side RateLimiter), so any QBO 429 is a failure.
 
-Printed: one row per run (wall time, exit code, invoices created/sent, QBO calls per invoice, peak
-QBO requests in any 1 s and 60 s window, from the sandbox's request log), calls and 429s per service,
-then PASS/FAIL lines. Exit code 1 when a check fails; ``--json`` writes the same as JSON.
+Printed: one row per run (wall time, the least time the services' limits allow for the calls it
+made (``lower_bound_seconds``, formula in ``lower_bound_seconds`` and sandbox/README.md) and the
+ratio of the two, exit code, invoices created/sent, calls in all (HTTP services, not AWS), QBO calls
+per invoice, peak QBO requests in any 1 s and 60 s window and in flight at once, from the sandbox's
+request log, and the job process's peak RSS), calls and 429s per service, then PASS/FAIL lines.
+``--baseline`` adds the same runs one client / invoice at a time and each run's speed-up. Exit code
+1 when a check fails; ``--json`` writes the same as JSON (every column is a key of each ``runs``
+entry).
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ RUNS = (
     ("send", ("--send-invoices",)),
     ("create again", ("--create-invoices", "--period", PERIOD)),
 )
+
+# Targets (issue 13, DESIGN §7 "Bench targets"): the ratio applies from 500 clients on.
+RATIO_TARGET = 1.3
+RATIO_TARGET_CLIENTS = 500
+MAX_RSS_MB = 150
+AGAIN_SECONDS = 10.0
+AGAIN_CALLS = 20
+BASELINE_ENV = {"CREATE_WORKERS": "1", "SEND_WORKERS": "1"}  # one client / invoice at a time
 
 # Run history of every workspace: from here to the sandbox's "today" (2026-11-28). The Robocorp API
 # has no date filter, so the job pages through all of it (newest first) for each workspace.
@@ -137,6 +150,13 @@ class Profile:
     qbo_per_sec: int = 10  # Intuit: 10 requests/s and 500/min per company (realm)
     qbo_per_min: int = 500
     clickup_per_min: int = 100  # ClickUp: 100/min per token (Free Forever .. Business plans)
+
+    def limits(self) -> dict[str, tuple[tuple[int, float], ...]]:
+        """Per service: (calls, window seconds) of each published limit the bench enforces."""
+        return {
+            "qbo": ((self.qbo_per_sec, 1.0), (self.qbo_per_min, 60.0)),
+            "clickup": ((self.clickup_per_min, 60.0),),
+        }
 
     def faults(self) -> dict[str, dict[str, Any]]:
         return {
@@ -389,6 +409,38 @@ def peak(times: Sequence[float], span: float) -> int:
     return best
 
 
+def lower_bound_seconds(calls: dict[str, dict[str, Any]], profile: Profile) -> float:
+    """The least time the services' published limits allow for the calls a run made.
+
+    A limit of L calls in any window of W seconds lets call k+L arrive no sooner than W after call
+    k, so n calls to one service span at least floor((n - 1) / L) x W seconds; the bound is the
+    largest such span over the limited services (QBO 10/s and 500/min per company, ClickUp 100/min
+    per token; Robocorp publishes none, Graph's are far above these runs). Latency and the job's
+    own work are left out: the bound is what no client of those services could beat."""
+    bound = 0.0
+    for service, windows in profile.limits().items():
+        n = calls.get(service, {}).get("calls", 0)
+        for limit, span in windows:
+            if n > 0 and limit:
+                bound = max(bound, ((n - 1) // limit) * span)
+    return round(bound, 1)
+
+
+def peak_in_flight(entries: Sequence[dict[str, Any]], service: str) -> int:
+    """The most calls to ``service`` the sandbox was answering at once (arrival + time to answer)."""
+    edges: list[tuple[float, int]] = []
+    for entry in entries:
+        if entry["service"] != service:
+            continue
+        start = datetime.fromisoformat(entry["time"]).timestamp()
+        edges += [(start, 1), (start + float(entry.get("ms") or 0) / 1000, -1)]
+    best = current = 0
+    for _, change in sorted(edges, key=lambda edge: (edge[0], edge[1])):  # an end before a start
+        current += change
+        best = max(best, current)
+    return best
+
+
 def _log_entries(path: Path, start: int = 0) -> list[dict[str, Any]]:
     """Request-log lines from a byte offset on (the calls of the run that started there)."""
     if not path.exists():
@@ -438,35 +490,71 @@ def _period_marker(invoice: dict[str, Any]) -> InvoiceMarker | None:
     return marker if marker is not None and marker.period == PERIOD else None
 
 
-def _child_env(sandbox_env: dict[str, str], summary_path: Path) -> dict[str, str]:
+def _child_env(
+    sandbox_env: dict[str, str], summary_path: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     child = {k: v for k, v in os.environ.items() if k not in DROPPED_IN_SANDBOX and not k.startswith("AWS_")}
     child.update(sandbox_env)
-    child.update({"LOG_FORMAT": "json", "SUMMARY_PATH": str(summary_path)})
+    child.update({"LOG_FORMAT": "json", "SUMMARY_PATH": str(summary_path), **(extra or {})})
     return child
 
 
+def _run_child(
+    command: Sequence[str], env: dict[str, str], output: Any, timeout: float
+) -> tuple[int | str, float, float]:
+    """Run the job as its own process; (exit code or "timeout", peak resident set in MB, CPU seconds).
+
+    The peak is the kernel's high-water mark of the job's own memory (``VmHWM`` in
+    /proc/<pid>/status), read every 50 ms until the process ends. ``ru_maxrss`` of the child
+    (``RUSAGE_CHILDREN``, ``os.wait4``) cannot be used for it: Linux carries the forking parent's
+    high-water mark across exec, so it would report this bench process's own size. The CPU time
+    (user + system) is the child's own, from ``os.wait4``."""
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    status_file = Path(f"/proc/{process.pid}/status")
+    peak_kb = 0
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        try:
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass  # exiting: the last reading stands
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if not killed and time.monotonic() > deadline:
+            process.kill()
+            killed = True
+        time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    code: int | str = "timeout" if killed else process.returncode
+    return code, round(peak_kb / 1024, 1), round(usage.ru_utime + usage.ru_stime, 1)
+
+
 def _run_job(
-    sandbox: Any, name: str, args: Sequence[str], number: int, work: Path, timeout: float
+    sandbox: Any,
+    name: str,
+    args: Sequence[str],
+    number: int,
+    work: Path,
+    timeout: float,
+    profile: Profile,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     log_path = sandbox.state_dir / "requests.log"
-    summary_path = work / f"{number}-{name.replace(' ', '-')}.summary.json"
-    job_log = work / f"{number}-{name.replace(' ', '-')}.log"
+    label = f"{number}-{name.replace(' ', '-')}"
+    summary_path = work / f"{label}.summary.json"
+    job_log = work / f"{label}.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     before = sandbox.recorder.summary()
     started = time.monotonic()
     with open(job_log, "w", encoding="utf-8") as output:
-        try:
-            code: int | str = subprocess.run(
-                [*job_command(), *args],
-                env=_child_env(sandbox.env, summary_path),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout"
-    seconds = time.monotonic() - started
+        code, rss, cpu = _run_child(
+            [*job_command(), *args], _child_env(sandbox.env, summary_path, extra_env), output, timeout
+        )
+    seconds = round(time.monotonic() - started, 1)  # the ratio is computed from what is shown
     entries = _log_entries(log_path, offset)
     calls = _calls(before, sandbox.recorder.summary(), entries)
     qbo_times = _arrivals(entries, "qbo")
@@ -474,18 +562,26 @@ def _run_job(
     counts = summary.get("counts", {})
     done = counts.get("created", 0) if name.startswith("create") else counts.get("sent", 0)
     qbo_calls = calls.get("qbo", {}).get("calls", 0)
+    bound = lower_bound_seconds(calls, profile)
     return {
         "run": name,
         "command": "invoice-processor " + " ".join(args),
-        "seconds": round(seconds, 1),
+        "env": dict(extra_env or {}),
+        "seconds": seconds,
         "exit_code": code,
         "created": counts.get("created", 0) if name.startswith("create") else None,
         "sent": counts.get("sent", 0) if name == "send" else None,
         "counts": counts,
         "calls": calls,
+        "calls_in_all": sum(calls.get(service, {}).get("calls", 0) for service in SERVICES_SHOWN),
         "qbo_calls_per_invoice": round(qbo_calls / done, 2) if done else None,
         "qbo_peak_1s": peak(qbo_times, 1.0),
         "qbo_peak_60s": peak(qbo_times, 60.0),
+        "qbo_peak_in_flight": peak_in_flight(entries, "qbo"),
+        "lower_bound_seconds": bound,
+        "ratio": round(seconds / bound, 2) if bound else None,
+        "max_rss_mb": rss,
+        "cpu_seconds": cpu,  # user + system time of the job process: its share of one core = cpu / seconds
         "period_invoices": len(_period_invoices(sandbox.state_dir)),
         "job_log": str(job_log),
     }
@@ -563,6 +659,75 @@ def _checks(
     return checks
 
 
+def _target_checks(
+    clients: int, runs: list[dict[str, Any]], qbo_times: Sequence[float], profile: Profile
+) -> list[dict[str, Any]]:
+    """The targets of issue 13 / DESIGN §7: inside QBO's limits, memory, a cheap repeat run, and
+    (from RATIO_TARGET_CLIENTS clients on, where start-up no longer dominates) the ratio to the bound."""
+    first, send, again = runs
+    peak_1s, peak_60s = peak(qbo_times, 1.0), peak(qbo_times, 60.0)
+    rss = max(run["max_rss_mb"] for run in runs)
+    checks = [
+        {
+            "check": f"QBO peak <= {profile.qbo_per_sec} in any second and <= {profile.qbo_per_min} "
+            "in any minute (all runs)",
+            "passed": peak_1s <= profile.qbo_per_sec and peak_60s <= profile.qbo_per_min,
+            "detail": f"peak {peak_1s} in 1 s, {peak_60s} in 60 s; most in flight at once "
+            + ", ".join(f"{run['run']} {run['qbo_peak_in_flight']}" for run in runs),
+        },
+        {
+            "check": f"max RSS <= {MAX_RSS_MB} MB per job",
+            "passed": rss <= MAX_RSS_MB,
+            "detail": ", ".join(f"{run['run']} {run['max_rss_mb']} MB" for run in runs),
+        },
+        {
+            "check": f"create again <= {AGAIN_SECONDS} s with <= {AGAIN_CALLS} calls in all (HTTP services)",
+            "passed": again["seconds"] <= AGAIN_SECONDS and again["calls_in_all"] <= AGAIN_CALLS,
+            "detail": f"{again['seconds']} s, {again['calls_in_all']} calls: "
+            + ", ".join(f"{k} {v['calls']}" for k, v in sorted(again["calls"].items())),
+        },
+    ]
+    if clients >= RATIO_TARGET_CLIENTS:
+        for run in (first, send):
+            checks.append(
+                {
+                    "check": f"{run['run']} within {RATIO_TARGET}x of the limits' lower bound",
+                    "passed": run["ratio"] is not None and run["ratio"] <= RATIO_TARGET,
+                    "detail": f"{run['seconds']} s for a lower bound of {run['lower_bound_seconds']} s: "
+                    f"ratio {run['ratio']}",
+                }
+            )
+    return checks
+
+
+def _pass(
+    sandbox: Any,
+    work: Path,
+    timeout: float,
+    profile: Profile,
+    extra_env: dict[str, str],
+    say: Callable[[str], None],
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """create, send, create again against a freshly seeded sandbox."""
+    runs = []
+    for number, (name, args) in enumerate(RUNS, start=1):
+        if number > 1:
+            # Each run has its own limiter and the schedule starts them hours apart; back to back,
+            # the next run's first calls would share QBO's 1-second window with the last run's.
+            time.sleep(RUN_GAP_SECONDS)
+        say(f"[{number}/{len(RUNS)}]{label} invoice-processor {' '.join(args)} ...")
+        runs.append(_run_job(sandbox, name, args, number, work, timeout, profile, extra_env))
+        run = runs[-1]
+        say(
+            f"      exit {run['exit_code']} in {run['seconds']} s (lower bound {run['lower_bound_seconds']} s, "
+            f"ratio {run['ratio']}, calls in all {run['calls_in_all']}, QBO 429 "
+            f"{run['calls'].get('qbo', {}).get('429', 0)}, peak 1 s/60 s {run['qbo_peak_1s']}/{run['qbo_peak_60s']}, "
+            f"max RSS {run['max_rss_mb']} MB, CPU {run['cpu_seconds']} s)"
+        )
+    return runs
+
+
 def run_bench(
     clients: int = 200,
     *,
@@ -572,9 +737,14 @@ def run_bench(
     state_dir: Path | None = None,
     keep: bool = False,
     timeout: float = 900.0,
+    baseline: bool = False,
+    baseline_first: bool = False,
     say: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> dict[str, Any]:
-    """Seed, set the limits, run create / send / create again, check; returns the results dict."""
+    """Seed, set the limits, run create / send / create again, check; returns the results dict.
+
+    With ``baseline`` the same three runs follow on a second, freshly seeded sandbox with one
+    client (create) or invoice (send) at a time, and each run gets its speed-up over that."""
     from sandbox.core import Sandbox  # the servers load only when a bench runs
 
     profile = profile or Profile()
@@ -586,41 +756,54 @@ def run_bench(
         f"Scenario: {size['clients']} clients, {size['workspaces']} Robocorp workspaces, {size['runs']} runs "
         f"({size['october_runs']} in {PERIOD}), {size['time_entries']} ClickUp entries (seed {seed})"
     )
-    sandbox = Sandbox(work / "sandbox", scenario=data)
     passed = False
+    baseline_runs: list[dict[str, Any]] = []
+
+    def measure(where: Path, extra_env: dict[str, str], label: str) -> tuple[list, list, dict]:
+        """The three runs against a freshly seeded sandbox in ``where``: (runs, request log, state)."""
+        where.mkdir(parents=True, exist_ok=True)
+        sandbox = Sandbox(where / "sandbox", scenario=data)
+        try:
+            sandbox.start()
+            for service, settings in profile.faults().items():
+                sandbox.set_faults(service, **settings)
+            say(
+                f"Sandbox in {where}{label} (seeded in {time.monotonic() - began:.1f} s); "
+                f"faults: {json.dumps(profile.faults())}"
+            )
+            measured = _pass(sandbox, where, timeout, profile, extra_env, say, label)
+            return measured, _log_entries(sandbox.state_dir / "requests.log"), sandbox.state()
+        finally:
+            sandbox.stop()
+
     try:
-        sandbox.start()
-        for service, settings in profile.faults().items():
-            sandbox.set_faults(service, **settings)
-        say(
-            f"Sandbox in {work} (seeded in {time.monotonic() - began:.1f} s); faults: {json.dumps(profile.faults())}"
-        )
-        runs = []
-        for number, (name, args) in enumerate(RUNS, start=1):
-            if number > 1:
-                # Each run has its own limiter and the schedule starts them hours apart; back to back,
-                # the next run's first calls would share QBO's 1-second window with the last run's.
-                time.sleep(RUN_GAP_SECONDS)
-            say(f"[{number}/{len(RUNS)}] invoice-processor {' '.join(args)} ...")
-            runs.append(_run_job(sandbox, name, args, number, work, timeout))
-            say(f"      exit {runs[-1]['exit_code']} in {runs[-1]['seconds']} s")
-        everything = _log_entries(sandbox.state_dir / "requests.log")
-        state = sandbox.state()
         company = data["qbo"]["company"]["CompanyName"]  # QBO signs its invoice mails with it
-        checks = _checks([item["client_id"] for item in data["registry"]], company, runs, state)
+        ids = [item["client_id"] for item in data["registry"]]
+        if baseline and baseline_first:  # the slow one-at-a-time runs while the machine is still busy
+            baseline_runs, _, base_state = measure(work / "baseline", BASELINE_ENV, " baseline")
+        runs, everything, state = measure(work, {}, "")
+        if baseline and not baseline_first:
+            baseline_runs, _, base_state = measure(work / "baseline", BASELINE_ENV, " baseline")
+        qbo_times = _arrivals(everything, "qbo")
+        checks = _checks(ids, company, runs, state) + _target_checks(clients, runs, qbo_times, profile)
+        if baseline:
+            for run, base in zip(runs, baseline_runs, strict=True):
+                run["baseline_seconds"] = base["seconds"]
+                run["speedup"] = round(base["seconds"] / run["seconds"], 2) if run["seconds"] else None
+            base_checks = _checks(ids, company, baseline_runs, base_state)
+            checks += [{**c, "check": f"baseline: {c['check']}"} for c in base_checks]
         passed = all(check["passed"] for check in checks)
     finally:
-        sandbox.stop()
         kept = keep or state_dir is not None or not passed  # a failure keeps the job logs to look at
         if not kept:
             shutil.rmtree(work, ignore_errors=True)
-    qbo_times = _arrivals(everything, "qbo")
     return {
         "clients": clients,
         "seed": seed,
         "scenario": size,
         "profile": asdict(profile),
         "runs": runs,
+        "baseline_runs": baseline_runs,
         "all_runs": {
             "seconds": round(sum(run["seconds"] for run in runs), 1),
             "qbo_calls": len(qbo_times),
@@ -631,6 +814,7 @@ def run_bench(
         "passed": passed,
         "seconds": round(time.monotonic() - began, 1),
         "work_dir": str(work) if kept else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -644,21 +828,30 @@ def _dash(value: Any) -> str:
 def render(results: dict[str, Any]) -> str:
     """The results as two tables and PASS/FAIL lines."""
     profile = results["profile"]
-    rows = [
-        {
-            "run": run["run"],
+
+    def row(run: dict[str, Any], name: str) -> dict[str, str]:
+        return {
+            "run": name,
             "seconds": str(run["seconds"]),
+            "lower bound s": str(run["lower_bound_seconds"]),
+            "ratio": _dash(run["ratio"]),
+            "speed-up": _dash(run.get("speedup")),
             "exit": str(run["exit_code"]),
             "created": _dash(run["created"]),
             "sent": _dash(run["sent"]),
+            "calls in all": str(run["calls_in_all"]),
             "QBO calls": str(run["calls"].get("qbo", {}).get("calls", 0)),
             "QBO 429": str(run["calls"].get("qbo", {}).get("429", 0)),
             "QBO calls/invoice": _dash(run["qbo_calls_per_invoice"]),
             "QBO peak 1 s": f"{run['qbo_peak_1s']}/{profile['qbo_per_sec']}",
             "QBO peak 60 s": f"{run['qbo_peak_60s']}/{profile['qbo_per_min']}",
+            "QBO in flight": str(run["qbo_peak_in_flight"]),
+            "max RSS MB": str(run["max_rss_mb"]),
+            "CPU s": str(run["cpu_seconds"]),
         }
-        for run in results["runs"]
-    ]
+
+    rows = [row(run, run["run"]) for run in results["runs"]]
+    rows += [row(run, f"{run['run']} (1 at a time)") for run in results.get("baseline_runs", [])]
     total = results["all_runs"]
     rows.append(
         {
@@ -672,15 +865,16 @@ def render(results: dict[str, Any]) -> str:
     )
     services = []
     for run in results["runs"]:
-        row = {"run": run["run"]}
+        per_service = {"run": run["run"]}
         for service in SERVICES_SHOWN:
             seen = run["calls"].get(service)
-            row[service] = f"{seen['calls']} ({seen['429']}) {seen['mean_ms']} ms" if seen else "0"
-        services.append(row)
+            per_service[service] = f"{seen['calls']} ({seen['429']}) {seen['mean_ms']} ms" if seen else "0"
+        services.append(per_service)
     lines = [
         "",
         f"Benchmark: {results['clients']} clients, period {PERIOD}, "
-        f"{results['scenario']['runs']} Robocorp runs, {results['scenario']['time_entries']} ClickUp entries",
+        f"{results['scenario']['runs']} Robocorp runs, {results['scenario']['time_entries']} ClickUp entries; "
+        f"load average at the end {results.get('load_average')}",
         "",
         format_table(rows),
         "",
@@ -707,6 +901,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fast", action="store_true", help="same limits, ~no latency: the jobs run flat out into the limits"
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one job run may take")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the same three runs one client / invoice at a time, and show the speed-up",
+    )
+    parser.add_argument(
+        "--baseline-first", action="store_true", help="with --baseline: run the baseline before, not after"
+    )
     args = parser.parse_args(argv)
     logger.remove()  # the stand-ins' own log lines would drown the progress lines
     logger.add(sys.stderr, level=os.environ.get("SANDBOX_LOG_LEVEL", "WARNING"))
@@ -719,6 +921,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir=args.state_dir,
         keep=args.keep,
         timeout=args.timeout,
+        baseline=args.baseline or args.baseline_first,
+        baseline_first=args.baseline_first,
     )
     print(render(results), flush=True)
     if args.json:

@@ -241,11 +241,16 @@ def aggregate_runtime(runs: Iterable[ProcessRun], period: Period) -> RuntimeUsag
     would otherwise be billed short). Failed runs (``unresolved``) used the robot and are billed.
     Runs that never started (no ``started_at``, state new) belong to no period; an ENDED run
     without ``started_at`` is an error naming the run (its month cannot be told, and dropping it
-    would lose billable time). Duplicate ids count once."""
+    would lose billable time). Duplicate ids count once.
+
+    ``runs`` is consumed as a stream (the Robocorp client yields page by page): a run outside the
+    period is looked at and dropped at once, so memory grows with the period's runs, never with a
+    workspace's history."""
     groups: dict[tuple[str, str], list[ProcessRun]] = {}
     unfinished: list[ProcessRun] = []
-    unique, duplicates = first_of_each_id(runs)
-    for run in unique:
+    seen: set[str] = set()  # ids of the period's runs only: a duplicate outside it bills nothing
+    duplicates = 0
+    for run in runs:
         if run.started_at is None and run.state in ENDED_STATES:
             raise ValueError(
                 f"process run {run.id} ({run.process_name}, workspace {run.workspace_id}) is {run.state} "
@@ -253,6 +258,10 @@ def aggregate_runtime(runs: Iterable[ProcessRun], period: Period) -> RuntimeUsag
             )
         if run.started_at is None or not period.contains(run.started_at):
             continue
+        if run.id in seen:
+            duplicates += 1
+            continue
+        seen.add(run.id)
         if run.ended_at is not None and run.ended_at < run.started_at:
             raise ValueError(
                 f"process run {run.id} ({run.process_name}) ended before it started "

@@ -114,7 +114,9 @@ class CreateRun:
 
         self.services.require("qbo", "clickup", "robocorp", *(() if self.options.dry_run else ("graph",)))
         customers, prices, custom_numbers, existing = self._company()
-        attribution, clickup_error = self._time_entries(clients)
+        # A repeat run of the 4th-10th whose clients are all invoiced reads no usage at all.
+        uninvoiced = any(client.client_id not in existing for client in selected)
+        attribution, clickup_error = self._time_entries(clients) if uninvoiced else (None, "")
         with Claims(
             self.services.ledger, self.run_id, self.settings.claim_ttl_seconds, self.services.stop
         ) as claims:
@@ -228,10 +230,19 @@ class CreateRun:
         return attribution, ""
 
     def _runs(self, client: ClientRecord) -> list[ProcessRun]:
-        runs: list[ProcessRun] = []
-        for workspace in client.robocorp_workspace_ids:
-            runs.extend(self.services.robocorp.process_runs(workspace))
-        return runs
+        """The client's runs that started in the period or in a month whose late usage may still be
+        carried forward (and any without a start, which ``aggregate_runtime`` names as errors).
+
+        Pages are filtered as they are read, so memory follows that window, never a workspace's
+        whole history. Every page is read: the list's order is not documented, so it cannot be
+        cut short."""
+        since = self.late_months[-1].start if self.late_months else self.period.start
+        return [
+            run
+            for workspace in client.robocorp_workspace_ids
+            for run in self.services.robocorp.process_runs(workspace)
+            if run.started_at is None or run.started_at >= since
+        ]
 
     # -- one client ------------------------------------------------------------------------
     def _bill(
@@ -247,6 +258,11 @@ class CreateRun:
         name = client.customer_name or client.client_id
         with logger.contextualize(client=client.client_id):
             try:
+                customer = match_customer(client, customers)
+                name = customer.display_name or name
+                already = existing.get(client.client_id)
+                if already is not None:  # before any read: a repeat run costs no usage calls
+                    return self._already_invoiced(client, name, already)
                 if attribution is None:
                     return ClientResult.failed(client.client_id, name, Reason.ERROR, clickup_error)
                 malformed = attribution.malformed.get(client.client_id)
@@ -257,8 +273,6 @@ class CreateRun:
                         for e in malformed
                     )
                     raise ValueError(f"malformed ClickUp time: {named}; fix it in ClickUp, then re-run")
-                customer = match_customer(client, customers)
-                name = customer.display_name or name
                 runs = self._runs(client)
                 runtime = aggregate_runtime(runs, self.period)
                 prices = prices_for(client, base_prices)
@@ -291,13 +305,6 @@ class CreateRun:
                             UsageTrace(client.client_id, self.period.label, "nothing"), only_if_new=True
                         )
                     return result.skip(Reason.NOTHING_TO_BILL, "nothing to bill")
-                already = existing.get(client.client_id)
-                if already is not None:
-                    result.skip(Reason.ALREADY_INVOICED, "already invoiced")
-                    result.invoice_id, result.doc_number = already.id, already.doc_number
-                    if not self.options.dry_run:
-                        self._record_existing(client, already, result)
-                    return result
                 result.hold = hold_reasons(draft.lines, earlier_totals, self.hold_rules)
                 if self.options.dry_run:
                     result.outcome, result.code, result.reason = (
@@ -346,6 +353,15 @@ class CreateRun:
             month: self.late_attribution[month].by_client.get(client.client_id, []) for month in months
         }
         return late_lines(months, runs, entries, billed, prices), totals
+
+    def _already_invoiced(self, client: ClientRecord, name: str, invoice: Invoice) -> ClientResult:
+        """The period's invoice with our marker is in QBO: skip the client without reading its usage."""
+        result = ClientResult(client.client_id, name, Outcome.SKIPPED)
+        result.skip(Reason.ALREADY_INVOICED, "already invoiced")
+        result.invoice_id, result.doc_number = invoice.id, invoice.doc_number
+        if not self.options.dry_run:
+            self._record_existing(client, invoice, result)
+        return result
 
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"

@@ -13,6 +13,8 @@ before the mail call the claim notes ``stage=mailing``; a run that finds a claim
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from datetime import timedelta
 
@@ -41,6 +43,7 @@ from send_invoices import summary
 from send_invoices.results import Delivery, Outcome, Reason
 
 MAX_QBO_SENDS = 3  # sends of one invoice in one run when QBO's answer is lost and it shows no mail
+MAIL_SLOTS = 4  # Outlook: at most 4 concurrent requests per mailbox (DESIGN §7), whatever SEND_WORKERS is
 
 
 def run(settings: Settings, options: JobOptions, services: Services) -> JobOutcome:
@@ -50,6 +53,7 @@ def run(settings: Settings, options: JobOptions, services: Services) -> JobOutco
 class SendRun:
     def __init__(self, settings: Settings, options: JobOptions, services: Services, run_id: str):
         self.settings, self.options, self.services, self.run_id = settings, options, services, run_id
+        self._mail_slots = threading.BoundedSemaphore(MAIL_SLOTS)
         self.today = clock_for(settings).today()  # the one clock (DESIGN §7 Time)
 
     def execute(self) -> JobOutcome:
@@ -209,47 +213,52 @@ class SendRun:
                 raise
         attempt = attempt_of(entry, "send")
         request_id = request_id_of(key, "send", entry)  # a new one only after a definite failure
-        # One path for a mail whose outcome is unknown, whether this run lost the answer or an
-        # earlier run died: the claim says stage=mailing, and in qbo mode the invoice is read in QBO
-        # (``Invoice.delivered``) before any further send; QBO's /send itself is never replayed by
-        # the session. Graph mode has nothing to read, so a person checks (needs_review).
-        for sends in range(1, MAX_QBO_SENDS + 1):
-            self.claims.note(key, {"stage": "mailing"})  # from here on, a crash leaves the outcome unknown
-            try:
-                self._send(invoice, key, result, pdf, request_id)
-                break
-            except (errors.TransportError, errors.ServerError) as exc:
-                if self.settings.invoice_delivery == "graph":
-                    # The mail service may have accepted it before the connection broke: do not resend.
-                    reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
-                    self.claims.record(key, "needs_review", {"reason": reason})
-                    return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+        # graph mode: wait for one of Outlook's 4 mailbox slots BEFORE noting "mailing", so a crash
+        # while waiting never leaves an unknown outcome for a person to check
+        with self._mail_slots if pdf is not None else contextlib.nullcontext():
+            # One path for a mail whose outcome is unknown, whether this run lost the answer or an
+            # earlier run died: the claim says stage=mailing, and in qbo mode the invoice is read in
+            # QBO (``Invoice.delivered``) before any further send; QBO's /send itself is never replayed
+            # by the session. Graph mode has nothing to read, so a person checks (needs_review).
+            for sends in range(1, MAX_QBO_SENDS + 1):
+                self.claims.note(
+                    key, {"stage": "mailing"}
+                )  # from here on, a crash leaves the outcome unknown
                 try:
-                    delivered = self.services.qbo.get_invoice(result.invoice_id).delivered
-                except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
-                    self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
-                    raise
-                if delivered:
+                    self._send(invoice, key, result, pdf, request_id)
+                    break
+                except (errors.TransportError, errors.ServerError) as exc:
+                    if self.settings.invoice_delivery == "graph":
+                        # The mail service may have accepted it before the connection broke: do not resend.
+                        reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+                        self.claims.record(key, "needs_review", {"reason": reason})
+                        return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+                    try:
+                        delivered = self.services.qbo.get_invoice(result.invoice_id).delivered
+                    except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
+                        self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
+                        raise
+                    if delivered:
+                        logger.info(
+                            "QBO mailed invoice {doc} despite the error ({error})",
+                            doc=result.doc_number,
+                            error=str(exc),
+                        )
+                        break
+                    if sends == MAX_QBO_SENDS:
+                        # stage stays "mailing": the next run reads the invoice in QBO before sending again
+                        self.claims.record(key, "failed", {"reason": str(exc)})
+                        raise
                     logger.info(
-                        "QBO mailed invoice {doc} despite the error ({error})",
+                        "QBO did not mail invoice {doc} ({error}); sending again",
                         doc=result.doc_number,
                         error=str(exc),
                     )
-                    break
-                if sends == MAX_QBO_SENDS:
-                    # stage stays "mailing": the next run reads the invoice in QBO before sending again
-                    self.claims.record(key, "failed", {"reason": str(exc)})
+                except errors.ServiceError as exc:  # refused (4xx): nothing went out
+                    # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
+                    moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
+                    self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
                     raise
-                logger.info(
-                    "QBO did not mail invoice {doc} ({error}); sending again",
-                    doc=result.doc_number,
-                    error=str(exc),
-                )
-            except errors.ServiceError as exc:  # refused (4xx): nothing went out
-                # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
-                moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
-                self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
-                raise
         self.claims.record(key, "sent", {"to": result.to, "archived": False})
         result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
@@ -310,14 +319,13 @@ class SendRun:
             self.services.qbo.send_invoice(result.invoice_id, request_id)
             return
         subject, html = summary.customer_mail(invoice, result)
+        attachment = Attachment(f"Invoice-{safe_path_segment(result.doc_number)}.pdf", "application/pdf", pdf)
         self.services.graph.send_mail(
             self.settings.sender_email,
             [result.to],
             subject,
             html,
-            attachments=[
-                Attachment(f"Invoice-{safe_path_segment(result.doc_number)}.pdf", "application/pdf", pdf)
-            ],
+            attachments=[attachment],
             cc=invoice.cc,
             bcc=invoice.bcc,
         )

@@ -92,13 +92,19 @@ class Settings:
     business_time_zone: str = DEFAULT_BUSINESS_TIME_ZONE  # IANA name, e.g. America/Los_Angeles
     claim_ttl_seconds: float = 60.0  # a claim not renewed for this long belongs to a dead run
     stop_grace_seconds: float = 10.0  # after SIGTERM, how long work in flight may still finish
-    create_workers: int = 4  # clients billed at once
-    send_workers: int = 1  # invoices delivered at once
     token_lock_seconds: float = 60.0  # lease of the QBO refresh lock (a dead holder blocks this long)
     pinned_today: date | None = None  # PINNED_TODAY: sandbox and tests only; production reads the wall clock
     late_lookback_months: int = 3  # LATE_LOOKBACK_MONTHS: closed months whose late usage is carried forward
     hold_max_hours: int = 12  # HOLD_MAX_HOURS: an entry or run longer than this holds the invoice
     hold_median_multiple: int = 3  # HOLD_MEDIAN_MULTIPLE: a total above this x the median holds it
+    # Clients billed at once: enough that QBO's limiter (10/s, 500/min), not the latency of the
+    # usage reads, ledger and archive, sets the pace (a client takes ~1-2 s, its QBO create ~0.2 s);
+    # QBO calls in flight stay capped at 10 whatever this is (qbo.QBO_MAX_IN_FLIGHT). See docs/scale.md.
+    create_workers: int = 16
+    # Invoices delivered at once: an invoice is ~1 s of ledger, QBO (2 calls) and archive, so 8 keep
+    # QBO's limiter busy; graph mode sends at most 4 mails at once (Outlook: 4 concurrent requests
+    # per mailbox; send_invoices.job.MAIL_SLOTS).
+    send_workers: int = 8
     extra: dict = field(default_factory=dict, compare=False)
 
     def timeout_for(self, service: str) -> float:
@@ -280,8 +286,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         business_time_zone=_time_zone(env, problems),
         claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
-        create_workers=_number(env, "CREATE_WORKERS", 4, problems, integer=True),
-        send_workers=_number(env, "SEND_WORKERS", 1, problems, integer=True),
+        create_workers=_number(env, "CREATE_WORKERS", 16, problems, integer=True),
+        send_workers=_number(env, "SEND_WORKERS", 8, problems, integer=True),
         token_lock_seconds=_number(env, "TOKEN_LOCK_TTL_SECONDS", 60.0, problems),
         pinned_today=pinned,
         late_lookback_months=lookback,

@@ -108,6 +108,8 @@ class ServiceRetry(Retry):
         return new
 
     def sleep(self, response: Any = None) -> None:
+        if self.limiter is not None:
+            self.limiter.answered()  # the attempt that failed is back: it no longer holds a slot open
         if self._bare_throttle(response):
             assert self.throttle is not None
             if self.limiter is not None:
@@ -195,17 +197,22 @@ class RateLimiter:
             return {"throttled": self.throttled, "waited_seconds": round(self.waited_seconds, 1)}
 
     def acquire(self) -> None:
+        """Block until a request may leave: after any 429 hold, and inside every window."""
         while True:
             with self._lock:
                 now = self._clock()
-                if now < self._hold_until:
-                    wait = self._hold_until - now
-                else:
-                    wait = self._slot(now)
+                wait = self._hold_until - now if now < self._hold_until else self._slot(now)
                 if wait <= 0:
-                    self._stamps.append(now)
+                    self._take(now)
                     return
             self._sleep(wait)
+
+    def answered(self) -> None:
+        """The calling thread's request is back (only ``AnsweredRateLimiter`` counts this)."""
+
+    def _take(self, now: float) -> None:
+        """Count a request leaving now. Caller holds the lock."""
+        self._stamps.append(now)
 
     def _slot(self, now: float) -> float:
         """Seconds until a request may leave under the windows (0: now). Caller holds the lock."""
@@ -220,16 +227,87 @@ class RateLimiter:
         return wait
 
 
+class AnsweredRateLimiter(RateLimiter):
+    """A ``RateLimiter`` that counts each request in its windows until its answer is back.
+
+    The service counts a request when it ARRIVES, some time between our send and our answer; how
+    long that takes varies (a new TLS connection, a busy machine: the bench saw four QBO calls sent
+    0.12 s apart arrive within 0.08 s, and twelve in one second). A fixed margin cannot cover an
+    unbounded delay, but cause and effect can: a request that arrived in the service's window
+    ``(t - W, t]`` was answered after ``t - W``. So a new request may leave only while fewer than
+    ``limit`` requests were answered within the last window or are still unanswered; then no window
+    of the service's can ever hold more than ``limit`` arrivals, whatever the delays. The cost is one
+    round trip per window (10 per 1.1-1.3 s for QBO), which its 500/min pace hides beyond 500 calls.
+
+    ``answered()`` closes every request the calling thread opened (urllib3's retries included)."""
+
+    def __init__(self, per_second: int | None = None, per_minute: int | None = None, **options: Any):
+        options.setdefault("margin", 0.05)  # clock granularity only: arrival delays are covered above
+        super().__init__(per_second, per_minute, **options)
+        self._calls: deque[list[float | None]] = deque()  # [sent, answered or None]
+        self._open = threading.local()
+
+    def _slot(self, now: float) -> float:
+        horizon = max((span for _, span in self.windows), default=0.0)
+        while self._calls and self._calls[0][1] is not None and now - self._calls[0][1] >= horizon:
+            self._calls.popleft()
+        wait = 0.0
+        for limit, span in self.windows:
+            ends = [end for _, end in self._calls if end is None or now - end < span]
+            if len(ends) >= limit:
+                answered = sorted(end for end in ends if end is not None)
+                excess = len(ends) - limit  # this many more must leave the window first
+                wait = max(wait, span - (now - answered[excess]) if excess < len(answered) else 0.02)
+        return wait
+
+    def _take(self, now: float) -> None:
+        call: list[float | None] = [now, None]
+        self._calls.append(call)
+        self._open.calls = [*getattr(self._open, "calls", []), call]
+
+    def answered(self) -> None:
+        with self._lock:
+            now = self._clock()
+            for call in getattr(self._open, "calls", []):
+                call[1] = now
+            self._open.calls = []
+
+
+class InFlightCap:
+    """At most ``limit`` requests of one session in flight at once (QBO: 10 concurrent per realm).
+
+    Taken before the rate limiter's slot, so a request waiting here has not been counted yet;
+    held for the whole call, its retries included (a retry is the same request in flight)."""
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("an in-flight cap must be at least 1")
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def __enter__(self) -> InFlightCap:
+        self._slots.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+
+
 class ServiceSession(requests.Session):
     """A requests Session that knows its service name, applies a default timeout and a rate limit."""
 
     def __init__(
-        self, service: str, timeout: float | tuple[float, float], limiter: RateLimiter | None = None
+        self,
+        service: str,
+        timeout: float | tuple[float, float],
+        limiter: RateLimiter | None = None,
+        in_flight: InFlightCap | None = None,
     ):
         super().__init__()
         self.service = service
         self.timeout = timeout
         self.limiter = limiter
+        self.in_flight = in_flight
         # The same service and limits, but a POST is never replayed on 5xx/timeouts (only on 429,
         # which refused it): for writes the service does not de-duplicate, such as QBO's /send.
         self.no_post_replay: ServiceSession = self
@@ -237,9 +315,19 @@ class ServiceSession(requests.Session):
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.timeout)
-        if self.limiter is not None:
-            self.limiter.acquire()
-        return super().request(method, url, **kwargs)
+        if self.in_flight is None:
+            return self._limited(method, url, **kwargs)
+        with self.in_flight:
+            return self._limited(method, url, **kwargs)
+
+    def _limited(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if self.limiter is None:
+            return super().request(method, url, **kwargs)
+        self.limiter.acquire()
+        try:
+            return super().request(method, url, **kwargs)
+        finally:
+            self.limiter.answered()
 
 
 def session_for(service: str, settings: Any, **options: Any) -> ServiceSession:
@@ -267,12 +355,18 @@ def build_session(
     per_second: int | None = None,
     per_minute: int | None = None,
     throttle: ThrottlePolicy | None = None,
+    max_in_flight: int | None = None,
+    count_until_answered: bool = False,
 ) -> ServiceSession:
     """Build the session a client uses for one service.
 
     ``throttle``: wait out a 429 without ``Retry-After`` as the policy says (QBO) instead of
-    urllib3's short backoff. Every session counts the 429s it waited out (``session.limiter``)."""
-    limiter = RateLimiter(per_second, per_minute)  # without limits it only holds and counts 429 waits
+    urllib3's short backoff. Every session counts the 429s it waited out (``session.limiter``).
+    ``max_in_flight``: see ``InFlightCap``; ``count_until_answered``: see ``AnsweredRateLimiter``.
+    Both are shared by the session and its ``no_post_replay`` twin: one service, one budget."""
+    kind = AnsweredRateLimiter if count_until_answered else RateLimiter
+    limiter = kind(per_second, per_minute)  # without limits it only holds and counts 429 waits
+    in_flight = InFlightCap(max_in_flight) if max_in_flight else None
 
     def mounted(methods: frozenset[str]) -> ServiceSession:
         retry = ServiceRetry(
@@ -293,7 +387,9 @@ def build_session(
         retry.max_retry_after = max_retry_after
         retry.throttle = throttle
         retry.limiter = limiter
-        session = ServiceSession(service, timeout=(connect_timeout, timeout), limiter=limiter)
+        session = ServiceSession(
+            service, timeout=(connect_timeout, timeout), limiter=limiter, in_flight=in_flight
+        )
         session.max_attempts = max_retries + 1
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
         session.mount("https://", adapter)

@@ -46,6 +46,7 @@ SERVICE = "qbo"
 MINOR_VERSION = 75
 MAX_REQUEST_ID = 50  # Intuit: requestid <= 50 chars for every operation except batch
 MAX_PAGE_SIZE = 1000  # QBO's MAXRESULTS ceiling
+QBO_MAX_IN_FLIGHT = 10  # Intuit: at most 10 concurrent requests per company (realm)
 # How far past today an invoice's TxnDate may lie and still be found by the jobs' TxnDate range
 # queries: QBO accepts future-dated invoices; ours are dated the day they are made, and a person
 # may post-date one by a month or so.
@@ -1012,5 +1013,7 @@ def build_qbo(settings: Settings, secrets: SecretStore, ledger: Ledger) -> QboCl
         throttle=http.ThrottlePolicy(
             settings.qbo_throttle_window_seconds, settings.qbo_throttle_max_wait_seconds
         ),
+        max_in_flight=QBO_MAX_IN_FLIGHT,
+        count_until_answered=True,  # QBO counts arrivals: see http.AnsweredRateLimiter
     )
     return QboClient(api_session, tokens, tokens.realm_id, base_url)

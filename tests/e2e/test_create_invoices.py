@@ -104,11 +104,26 @@ def test_first_run_creates_the_expected_invoices_and_second_run_creates_none(har
         f"invoice#{c}#2026-10": "created" for c in EXPECTED_TOTALS
     }
 
+    robocorp_reads = len(harness.sandbox.requests("robocorp"))
     second = harness.run("--create-invoices", "--period", "2026-10")
     assert second.exit_code == 0, second.logs
     assert len(harness.invoices()) == len(EXPECTED_TOTALS)
     assert {r["client"] for r in second.rows(reason="already invoiced")} == set(EXPECTED_TOTALS)
     assert second.summary["counts"]["created"] == 0
+    # an invoiced client is found by its marker before any of its usage is read: only the client
+    # with nothing to bill (10007, no invoice) is read again
+    again = {r["path"].split("/")[4] for r in harness.sandbox.requests("robocorp")[robocorp_reads:]}
+    workspaces = {i["client_id"]: set(i["robocorp_workspace_ids"]) for i in default_scenario()["registry"]}
+    assert again and again <= workspaces["10007"]
+    # a repeat run whose clients are all invoiced reads no usage at all: no ClickUp time (only the
+    # start-up check of the token's role) and no Robocorp runs
+    robocorp_reads, clickup_reads = (len(harness.sandbox.requests(s)) for s in ("robocorp", "clickup"))
+    third = harness.run("--create-invoices", "--period", "2026-10", "--client", "10002")
+    assert third.exit_code == 0, third.logs
+    assert [r["client"] for r in third.rows(reason="already invoiced")] == ["10002"]
+    assert len(harness.sandbox.requests("robocorp")) == robocorp_reads
+    clickup_paths = [r["path"] for r in harness.sandbox.requests("clickup")[clickup_reads:]]
+    assert clickup_paths and not [path for path in clickup_paths if "time_entries" in path], clickup_paths
 
 
 def test_dry_run_prints_the_invoices_and_changes_nothing(harness: Harness) -> None:

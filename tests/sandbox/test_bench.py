@@ -7,6 +7,7 @@ limit, so a client-side limiter that lets one request too many through shows up 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,16 +41,46 @@ def test_peak_counts_the_busiest_sliding_window() -> None:
     assert bench.peak([0.0, 0.1, 0.2, 5.0], 60.0) == 4
 
 
-def test_small_bench_invoices_each_client_once_sends_each_once_and_gets_no_qbo_429(tmp_path: Path) -> None:
-    results = bench.run_bench(12, profile=bench.FAST, seed=11, state_dir=tmp_path, say=lambda line: None)
+def test_lower_bound_is_the_least_time_the_published_limits_allow() -> None:
+    profile = bench.Profile()
+
+    def calls(qbo: int = 0, clickup: int = 0) -> dict:
+        return {"qbo": {"calls": qbo}, "clickup": {"calls": clickup}, "robocorp": {"calls": 5000}}
+
+    assert bench.lower_bound_seconds(calls(), profile) == 0.0
+    assert bench.lower_bound_seconds(calls(qbo=10), profile) == 0.0  # ten fit in one second
+    assert bench.lower_bound_seconds(calls(qbo=11), profile) == 1.0
+    assert bench.lower_bound_seconds(calls(qbo=504), profile) == 60.0  # 500/min binds, not 10/s (50 s)
+    assert bench.lower_bound_seconds(calls(qbo=1002), profile) == 120.0
+    assert bench.lower_bound_seconds(calls(qbo=44, clickup=201), profile) == 120.0  # ClickUp 100/min
+
+
+def test_peak_in_flight_counts_calls_the_service_was_answering_at_once() -> None:
+    def call(at: float, ms: float, service: str = "qbo") -> dict:
+        return {"service": service, "time": datetime.fromtimestamp(at, UTC).isoformat(), "ms": ms}
+
+    entries = [call(0.0, 500), call(0.1, 500), call(0.2, 100), call(0.6, 100), call(0.3, 900, "graph")]
+    assert bench.peak_in_flight(entries, "qbo") == 3
+    assert bench.peak_in_flight([call(0.0, 100), call(0.1, 100)], "qbo") == 1  # one ends as the next starts
+
+
+def test_small_bench_meets_the_same_checks_as_the_big_one(tmp_path: Path) -> None:
+    """About 40 clients flat out into QBO's limits: exactly once, 0 x 429, QBO peaks inside 10/s and
+    500/min, memory, and a repeat run that reads nothing it does not need (ratios: 500 clients)."""
+    results = bench.run_bench(40, profile=bench.FAST, seed=11, state_dir=tmp_path, say=lambda line: None)
 
     failed = [f"{c['check']}: {c['detail']}" for c in results["checks"] if not c["passed"]]
     assert not failed, "\n".join(failed) + "\n" + bench.render(results)
     assert results["passed"]
     create, send, again = results["runs"]
-    assert (create["created"], send["sent"], again["created"]) == (12, 12, 0)
+    assert (create["created"], send["sent"], again["created"]) == (40, 40, 0)
     assert [run["exit_code"] for run in results["runs"]] == [0, 0, 0]
     assert all(run["calls"].get("qbo", {}).get("429", 0) == 0 for run in results["runs"])
-    assert results["all_runs"]["qbo_peak_1s"] <= 10
+    assert results["all_runs"]["qbo_peak_1s"] <= 10 and results["all_runs"]["qbo_peak_60s"] <= 500
     assert create["qbo_calls_per_invoice"] < 2 and send["qbo_calls_per_invoice"] <= 2.5
+    assert "robocorp" not in again["calls"] and again["calls_in_all"] <= 20
+    for run in results["runs"]:
+        assert {"lower_bound_seconds", "ratio", "max_rss_mb", "qbo_peak_in_flight"} <= set(run)
+        assert 0 < run["max_rss_mb"] <= 150 and run["qbo_peak_in_flight"] <= 10
+    assert create["lower_bound_seconds"] == 4.0 and create["ratio"] == round(create["seconds"] / 4.0, 2)
     assert "PASS  every client invoiced exactly once" in bench.render(results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -700,3 +701,27 @@ def test_a_run_that_ends_before_it_starts_is_named():
     )
     with pytest.raises(ValueError, match="process run r8 .*ended before it started"):
         aggregate_runtime([broken], OCTOBER)
+
+
+def test_runtime_folds_a_stream_so_memory_follows_the_period_not_the_history():
+    """Years of runs outside the period pass through one at a time; only October's are kept."""
+
+    def history():
+        for n in range(60_000):  # ~2 years of runs every 15 minutes, none in October 2026
+            yield run(f"old{n}", "900", start="2024-01-01T00:00:00")
+        yield run("r1", "1800")
+        yield run("r1", "1800")  # a page read twice: billed once
+        yield run("r2", "1800", start="2026-10-31T23:59:00")
+
+    tracemalloc.start()
+    try:
+        usage = aggregate_runtime(history(), OCTOBER)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [(p.process_name, p.seconds, len(p.runs)) for p in usage.processes] == [
+        ("Invoice bot", D("3600"), 2)
+    ]
+    assert usage.duplicate_count == 1
+    assert peak_bytes < 1_000_000  # holding 60,000 runs would take tens of MB

@@ -6,12 +6,14 @@ server from conftest (127.0.0.1, a free port per test) with tiny backoff values.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from integrations import errors
-from integrations.http import RateLimiter, build_session, call, json_body
+from integrations.http import AnsweredRateLimiter, RateLimiter, build_session, call, json_body
 from tests.conftest import LocalServer, Scripted
 
 
@@ -292,3 +294,48 @@ def test_an_ssl_eof_is_retried_for_safe_calls_only() -> None:
         build_session("qbo", replay_safe_posts=True, max_retries=3).get_adapter("https://x").max_retries
     )
     assert replay_safe.increment(method="POST", url="/v3/company/1/invoice", error=dropped).other == 2
+
+
+def test_in_flight_cap_keeps_at_most_that_many_calls_open_at_once(local_http_server: LocalServer) -> None:
+    local_http_server.script("GET", "/v3/slow", Scripted(200, {"ok": True}, delay=0.3))
+    capped = build_session("qbo", max_in_flight=2, max_retries=0)
+    url = f"{local_http_server.url}/v3/slow"
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: capped.get(url).status_code, range(6)))
+    elapsed = time.monotonic() - began
+
+    assert answers == [200] * 6
+    assert elapsed >= 0.85  # 6 calls of 0.3 s, 2 at a time: three rounds, never two
+
+
+def test_a_call_counts_against_the_window_until_its_answer_so_a_late_arrival_stays_inside() -> None:
+    now, waits = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = AnsweredRateLimiter(per_second=10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        limiter.acquire()
+    now[0] = 0.7  # the answers take 0.7 s: any of the ten may have arrived just now
+    limiter.answered()
+    limiter.acquire()
+
+    assert waits == [pytest.approx(1.05)]  # a whole window after the last answer, not after the sends
+
+
+def test_unanswered_calls_hold_their_slots_until_answered() -> None:
+    limiter = AnsweredRateLimiter(per_second=2)  # the real clock: the waiting thread polls
+    limiter.acquire()
+    limiter.acquire()
+    blocked = threading.Thread(target=limiter.acquire, daemon=True)  # another thread: cannot answer ours
+    blocked.start()
+    blocked.join(timeout=0.3)
+
+    assert blocked.is_alive()  # two unanswered calls fill a window of two, however long it waits
+    limiter.answered()
+    blocked.join(timeout=5)
+    assert not blocked.is_alive()
