@@ -475,11 +475,12 @@ def _calls(
     return out
 
 
-def _period_invoices(state_dir: Path) -> list[dict[str, Any]]:
+def _period_invoices(sandbox: Any) -> list[dict[str, Any]]:
     """QBO invoices carrying this period's marker, from the stand-in's store."""
+    sandbox.store.flush()
     return [
         invoice
-        for invoice in read_json(state_dir / "qbo" / "invoices.json", []) or []
+        for invoice in read_json(sandbox.state_dir / "qbo" / "invoices.json", []) or []
         if _period_marker(invoice) is not None
     ]
 
@@ -582,7 +583,7 @@ def _run_job(
         "ratio": round(seconds / bound, 2) if bound else None,
         "max_rss_mb": rss,
         "cpu_seconds": cpu,  # user + system time of the job process: its share of one core = cpu / seconds
-        "period_invoices": len(_period_invoices(sandbox.state_dir)),
+        "period_invoices": len(_period_invoices(sandbox)),
         "job_log": str(job_log),
     }
 

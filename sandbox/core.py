@@ -173,12 +173,13 @@ class Sandbox:
         return dict(self._env)
 
     def stop(self) -> None:
-        """Stop everything; the AWS state is snapshotted first, the rest already lives in files."""
+        """Stop everything; the AWS state is snapshotted first, the rest is written to files."""
         with self._mutex:
             if not self.running:
                 return
             self._stop.set()
             self._shutdown_servers()
+            self.store.flush()  # the documents written behind (store.DEFERRED)
             self._release_lock()
 
     def _shutdown_servers(self) -> None:
@@ -343,6 +344,7 @@ class Sandbox:
     def state(self) -> dict[str, Any]:
         """Invoices, mails (parsed), SharePoint files, ledger rows, registry, secret versions, faults,
         metrics and request counts per service."""
+        self.store.flush()  # it reads the files
         if self.aws is None:
             data = read_json(self.state_dir / "aws-snapshot.json", {})
             return report.collect_state(self.state_dir, aws_data=data, running=False)

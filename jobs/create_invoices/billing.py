@@ -576,6 +576,11 @@ class InvoiceDraft:
     def marker(self) -> str:
         return invoice_marker(self.client_id, self.period.label)
 
+    def without_trace(self) -> InvoiceDraft:
+        """The same invoice without the run and entry records behind its lines (the usage CSV and
+        the ledger trace keep them): what a run's summary holds once the client is done."""
+        return replace(self, lines=[replace(line, trace=()) for line in self.lines], dropped=())
+
 
 def build_draft(
     client: ClientRecord,

@@ -125,7 +125,7 @@ class CreateRun:
                 selected,
                 lambda c: self._bill(
                     c, customers, prices, custom_numbers, existing, attribution, clickup_error
-                ),
+                ).finished(),
                 workers=self.settings.create_workers,
                 stop=self.services.stop,
                 grace_seconds=self.settings.stop_grace_seconds,

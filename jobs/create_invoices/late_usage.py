@@ -30,6 +30,13 @@ class LateUsage:
     entries: tuple[TimeEntry, ...]
     priced: PricedLines
 
+    def without_records(self) -> LateUsage:
+        """Only the lines it bills, without their runs and entries (see ``InvoiceDraft.without_trace``)."""
+        lines = [replace(line, trace=()) for line in self.priced.lines]
+        return replace(
+            self, runtime=RuntimeUsage([], [], self.month), entries=(), priced=PricedLines(lines, [])
+        )
+
 
 def look_back(period: Period, months: int) -> list[Period]:
     """The closed months before ``period`` whose late usage it may carry, most recent first."""

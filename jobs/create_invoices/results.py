@@ -56,6 +56,15 @@ class ClientResult:
     def failed(cls, client_id: str, name: str, code: Reason, reason: str) -> ClientResult:
         return cls(client_id, name, Outcome.FAILED, reason, code)
 
+    def finished(self) -> ClientResult:
+        """Keep only what the run's summary needs once the client is done: its lines and totals, not
+        the run and entry records behind them (its usage CSV and ledger trace hold those), so a
+        run's memory does not grow with every client's usage."""
+        if self.draft is not None:
+            self.draft = self.draft.without_trace()
+        self.late = [usage.without_records() for usage in self.late]
+        return self
+
     @property
     def made(self) -> bool:
         """An invoice was created, or would be in a dry run."""

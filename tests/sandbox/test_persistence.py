@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from sandbox import Sandbox
@@ -118,3 +119,39 @@ def test_two_sandboxes_in_one_process_do_not_share_aws(tmp_path: Path) -> None:
         assert [r["client_id"] for r in second.state()["registry"]] == ["20001"]
         assert second.state()["ledger"] == []
         assert len(first.state()["registry"]) == 2
+
+
+def test_the_invoice_documents_are_written_behind_and_flushed_before_anyone_reads_them(
+    tmp_path: Path,
+) -> None:
+    """Issue 13: a QBO write no longer rewrites every invoice on the request path, yet the files a
+    reader (``state``, ``sandbox show``, a restart) sees always hold every write."""
+    from sandbox.store import JsonStore, read_json
+
+    store = JsonStore(tmp_path, flush_seconds=0.2)
+    store.put("qbo/invoices", [{"Id": "1"}])
+    store.put("qbo/company", {"next_id": 2})  # not deferred: on disk at once
+    assert read_json(tmp_path / "qbo" / "company.json") == {"next_id": 2}
+    with store.edit("qbo/invoices") as invoices:
+        invoices.append({"Id": "2"})
+    store.flush()
+    assert read_json(tmp_path / "qbo" / "invoices.json") == [{"Id": "1"}, {"Id": "2"}]
+
+    store.put("qbo/requestids", {"r1": {"status": 200}})  # written behind by the store's writer
+    deadline = time.monotonic() + 5
+    while read_json(tmp_path / "qbo" / "requestids.json") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert read_json(tmp_path / "qbo" / "requestids.json") == {"r1": {"status": 200}}
+
+    with Sandbox(tmp_path / "sandbox") as sandbox:
+        customer = next(c for c in sandbox.qbo.rows("Customer") if c.get("Active", True))
+        item = sandbox.qbo.rows("Item")[0]
+        line = {"ItemRef": {"value": item["Id"]}, "Qty": 1, "UnitPrice": 10}
+        made = sandbox.qbo.create_invoice(
+            {
+                "CustomerRef": {"value": customer["Id"]},
+                "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 10, "SalesItemLineDetail": line}],
+            }
+        )
+    offline = Sandbox(tmp_path / "sandbox").state()  # from the files alone: stop flushed them
+    assert made["Id"] in {invoice["Id"] for invoice in offline["invoices"]}

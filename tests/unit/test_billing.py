@@ -725,3 +725,28 @@ def test_runtime_folds_a_stream_so_memory_follows_the_period_not_the_history():
     ]
     assert usage.duplicate_count == 1
     assert peak_bytes < 1_000_000  # holding 60,000 runs would take tens of MB
+
+
+def test_a_finished_result_keeps_lines_and_totals_but_not_the_records_behind_them():
+    """Issue 13: a run's memory must not grow with every client's usage records."""
+    from create_invoices.late_usage import LateUsage
+    from create_invoices.results import ClientResult, Outcome
+
+    runs = [run(f"r{i}", "1800", start=f"2026-10-0{i + 1}T08:00:00") for i in range(3)]
+    draft = _draft(split_lines(runtime(*runs), [], book(robot="45")).lines)
+    late_priced = split_lines(runtime(run("r9", "3600")), [], book(robot="45"))
+    late = LateUsage(OCTOBER, runtime(run("r9", "3600")), (), late_priced)
+    result = ClientResult("10002", "Acme", Outcome.CREATED, draft=draft, late=[late])
+
+    finished = result.finished()
+
+    assert finished.draft is not None and finished.draft.total == draft.total
+    assert [(line.description, line.hours, line.amount) for line in finished.draft.lines] == [
+        (line.description, line.hours, line.amount) for line in draft.lines
+    ]
+    assert all(line.trace == () for line in finished.draft.lines) and finished.draft.dropped == ()
+    assert [line.amount for line in finished.late[0].priced.lines] == [
+        line.amount for line in late_priced.lines
+    ]
+    assert finished.late[0].runtime.processes == [] and finished.late[0].entries == ()
+    assert all(line.trace for line in draft.lines)  # the draft the invoice was made from is untouched
