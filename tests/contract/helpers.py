@@ -38,4 +38,5 @@ def disk_state(sandbox: Sandbox) -> dict[str, Any]:
     """``sandbox.state()`` without the moto snapshot: invoices, mails, SharePoint files and pending
     faults come from the state dir (the same ``report.collect_state``), in a millisecond instead of
     a few hundred. Use ``sandbox.state()`` for secrets, ledger, metrics and request counts."""
+    sandbox.store.flush()  # the documents it writes behind (sandbox/store.py)
     return report.collect_state(sandbox.state_dir, aws_data=None)
