@@ -37,12 +37,15 @@ from botocore.exceptions import (
 from loguru import logger
 
 from integrations import errors, token_expiry
-from integrations.config import Settings
+from integrations.config import MAX_WORKERS, Settings
 from integrations.logging import mask, register_secret
 from integrations.models import ClientRecord, InvalidRecord
 
 BOTO_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
+    # every worker may hold a ledger connection, and the claims' heartbeat one more: botocore's 10
+    # would make a run of 16 workers drop and reopen connections all along
+    max_pool_connections=MAX_WORKERS + 8,
     connect_timeout=10,
     read_timeout=30,
     user_agent_extra="qbo-invoice-processor/1.0",

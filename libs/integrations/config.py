@@ -27,6 +27,9 @@ DEFAULT_URLS = {
 # The practice's time zone: the schedules run in it, and "today" and "last month" are read in it.
 # Terraform sets BUSINESS_TIME_ZONE from the same variable as the schedules' time zone.
 DEFAULT_BUSINESS_TIME_ZONE = "America/Los_Angeles"
+# CREATE_WORKERS / SEND_WORKERS at the most: QBO takes 10 calls in flight per company anyway, and
+# the connection pools (http.POOL_SIZE, aws.BOTO_CONFIG) hold one connection per worker plus spares.
+MAX_WORKERS = 32
 # Read timeouts that match each service. QBO: "Any requests that take longer than 120 seconds to
 # execute will time out" [qbo-api.md LIMITS], so we wait a little longer than that: a slow create
 # is answered, not replayed. The others document no server-side limit; 60 s is ours.
@@ -128,7 +131,13 @@ def _choice(
 
 
 def _number(
-    env: Mapping[str, str], name: str, default: float | None, problems: list[str], *, integer: bool = False
+    env: Mapping[str, str],
+    name: str,
+    default: float | None,
+    problems: list[str],
+    *,
+    integer: bool = False,
+    maximum: float = float("inf"),
 ):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -140,6 +149,9 @@ def _number(
         return default
     if not 0 < value < float("inf"):  # also refuses "nan" and "inf", which float() accepts
         problems.append(f"{name} must be greater than zero (got {raw!r})")
+        return default
+    if value > maximum:
+        problems.append(f"{name} must be at most {maximum:g} (got {raw!r})")
         return default
     return value
 
@@ -286,8 +298,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         business_time_zone=_time_zone(env, problems),
         claim_ttl_seconds=_number(env, "CLAIM_TTL_SECONDS", 60.0, problems),
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 10.0, problems),
-        create_workers=_number(env, "CREATE_WORKERS", 16, problems, integer=True),
-        send_workers=_number(env, "SEND_WORKERS", 8, problems, integer=True),
+        create_workers=_number(env, "CREATE_WORKERS", 16, problems, integer=True, maximum=MAX_WORKERS),
+        send_workers=_number(env, "SEND_WORKERS", 8, problems, integer=True, maximum=MAX_WORKERS),
         token_lock_seconds=_number(env, "TOKEN_LOCK_TTL_SECONDS", 60.0, problems),
         pinned_today=pinned,
         late_lookback_months=lookback,

@@ -25,10 +25,12 @@ from urllib3.util.retry import Retry
 from urllib3.util.util import reraise
 
 from integrations import errors
+from integrations.config import MAX_WORKERS
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 USER_AGENT = "qbo-invoice-processor/1.0"
+POOL_SIZE = MAX_WORKERS + 8  # connections kept per host: one per worker, and spares
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,7 @@ def build_session(
             service, timeout=(connect_timeout, timeout), limiter=limiter, in_flight=in_flight
         )
         session.max_attempts = max_retries + 1
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = USER_AGENT

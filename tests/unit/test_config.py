@@ -197,6 +197,8 @@ def test_url_overrides_are_used_without_trailing_slash() -> None:
         ("HTTP_MAX_RETRY_AFTER_SECONDS", "inf"),
         ("HTTP_MAX_RETRIES", "2.5"),
         ("SEND_LOOKBACK_DAYS", "a week"),
+        ("CREATE_WORKERS", "33"),  # above MAX_WORKERS: the connection pools hold one per worker
+        ("SEND_WORKERS", "0"),
     ],
 )
 def test_invalid_numbers_are_refused(name: str, value: str) -> None:
