@@ -765,11 +765,12 @@ def run_bench(
         where.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(where / "sandbox", scenario=data)
         try:
+            seeding = time.monotonic()
             sandbox.start()
             for service, settings in profile.faults().items():
                 sandbox.set_faults(service, **settings)
             say(
-                f"Sandbox in {where}{label} (seeded in {time.monotonic() - began:.1f} s); "
+                f"Sandbox in {where}{label} (seeded in {time.monotonic() - seeding:.1f} s); "
                 f"faults: {json.dumps(profile.faults())}"
             )
             measured = _pass(sandbox, where, timeout, profile, extra_env, say, label)

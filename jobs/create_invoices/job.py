@@ -39,7 +39,7 @@ from create_invoices.release import release
 from create_invoices.results import ClientResult, Outcome, Reason
 from create_invoices.terms import due_fields
 from integrations import errors
-from integrations.aws import UsageTrace
+from integrations.aws import LedgerEntry, UsageTrace
 from integrations.claims import Claims
 from integrations.cli import EXIT_OK, EXIT_PARTIAL, JobOptions, JobOutcome
 from integrations.clock import clock_for
@@ -99,6 +99,9 @@ class CreateRun:
         self.hold_rules = HoldRules(settings.hold_max_hours, settings.hold_median_multiple)
         self.late_months = look_back(period, settings.late_lookback_months)
         self.late_attribution: dict[Period, Attribution] = {}
+        # ledger rows and traces of the clients already invoiced, read in batches (_read_records)
+        self._records: dict[str, LedgerEntry] | None = None
+        self._traces: dict[str, UsageTrace] | None = None
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> JobOutcome:
@@ -116,6 +119,8 @@ class CreateRun:
         customers, prices, custom_numbers, existing = self._company()
         # A repeat run of the 4th-10th whose clients are all invoiced reads no usage at all.
         uninvoiced = any(client.client_id not in existing for client in selected)
+        if not self.options.dry_run:
+            self._read_records([client for client in selected if client.client_id in existing])
         attribution, clickup_error = self._time_entries(clients) if uninvoiced else (None, "")
         with Claims(
             self.services.ledger, self.run_id, self.settings.claim_ttl_seconds, self.services.stop
@@ -366,12 +371,27 @@ class CreateRun:
     def _ledger_key(self, client: ClientRecord) -> str:
         return f"invoice#{client.client_id}#{self.period.label}"
 
+    def _read_records(self, invoiced: list[ClientRecord]) -> None:
+        """The ledger rows and traces of the clients already invoiced, read in batches of 100
+        (``_record_existing`` checks each). Read at the start, they may be stale by the time a
+        client is looked at, which costs nothing: the row only ever moves on to "created" and the
+        trace to "invoiced", and what ``_record_existing`` writes is a conditional claim or a
+        repeatable mark. If the batch read fails, each client reads its own (and fails alone)."""
+        try:
+            self._records = self.services.ledger.get_many(self._ledger_key(c) for c in invoiced)
+            self._traces = self.services.ledger.period_traces(
+                (c.client_id for c in invoiced), self.period.label
+            )
+        except errors.ServiceError as exc:
+            logger.warning("ledger rows of invoiced clients not read in batches: {error}", error=str(exc))
+            self._records, self._traces = None, None
+
     def _record_existing(self, client: ClientRecord, invoice: Invoice, result: ClientResult) -> None:
         """An invoice with our marker exists (perhaps created by a run that crashed before it
         recorded it): make the ledger say so, so nothing ever tries to create it again, and finish
         what that run left undone (its trace still "pending", its usage CSV not archived)."""
         key = self._ledger_key(client)
-        entry = self.services.ledger.get(key)
+        entry = self.services.ledger.get(key) if self._records is None else self._records.get(key)
         if entry is None or entry.status != "created":
             acquired, entry = self.claims.take(key, request_id_for(key, "create"))
             if not acquired:
@@ -379,7 +399,11 @@ class CreateRun:
             attributes = {"invoice_id": invoice.id, "doc_number": invoice.doc_number}
             self.claims.record(key, "created", attributes)
             entry = replace(entry, status="created", attributes={**entry.attributes, **attributes})
-        trace = self.services.ledger.trace(client.client_id, self.period.label, with_csv=False)
+        trace = (
+            self.services.ledger.trace(client.client_id, self.period.label, with_csv=False)
+            if self._traces is None
+            else self._traces.get(client.client_id)
+        )
         if trace is not None and trace.state != "invoiced":
             self.services.ledger.mark_trace(
                 client.client_id, self.period.label, "invoiced", invoice.id, invoice.doc_number

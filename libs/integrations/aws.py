@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -697,29 +698,43 @@ class Ledger:
     def trace_heads(self, client_id: str, periods: Iterable[str]) -> dict[str, UsageTrace]:
         """The traces (without their CSV) of ``periods`` that exist, by period: one BatchGetItem
         per 100 months instead of a read per month (the job reads a year of them per client)."""
-        wanted = list(dict.fromkeys(periods))
+        keys = [trace_key(client_id, period) for period in periods]
+        heads = self._batch_get(keys, f"BatchGetItem {TRACE_PREFIX}{client_id}")
+        return {trace.period: trace for trace in (_trace_head(client_id, head) for head in heads.values())}
+
+    def period_traces(self, client_ids: Iterable[str], period: str) -> dict[str, UsageTrace]:
+        """The traces (without their CSV) of many clients for one period, by client id."""
+        wanted = {trace_key(client_id, period): client_id for client_id in client_ids}
+        heads = self._batch_get(list(wanted), f"BatchGetItem {TRACE_PREFIX}*#{period}")
+        return {wanted[key]: _trace_head(wanted[key], head) for key, head in heads.items()}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        """The rows of ``keys`` that exist, by key: one BatchGetItem per 100 keys (a repeat run
+        checks every invoiced client's row, and 2,000 single reads were most of its time)."""
+        return {key: _entry(item) for key, item in self._batch_get(list(keys), "BatchGetItem").items()}
+
+    def _batch_get(self, keys: list[str], operation: str) -> dict[str, dict[str, Any]]:
+        """Strongly consistent reads of ``keys`` (the items found, by key), 100 per request."""
         client = self._table.meta.client  # the resource's client: it takes and returns plain values
-        found: dict[str, UsageTrace] = {}
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {}
         for offset in range(0, len(wanted), 100):
-            keys = [{"pk": trace_key(client_id, period)} for period in wanted[offset : offset + 100]]
-            request: dict[str, Any] = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
-            for _ in range(5):  # DynamoDB may leave keys unprocessed under load: ask again for those
+            chunk = [{"pk": key} for key in wanted[offset : offset + 100]]
+            request: dict[str, Any] = {self._table.name: {"Keys": chunk, "ConsistentRead": True}}
+            for attempt in range(5):  # DynamoDB may leave keys unprocessed under load: ask again for those
+                if attempt:
+                    time.sleep(0.05 * 2**attempt)
                 try:
                     reply = client.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as exc:
-                    raise aws_error("dynamodb", f"BatchGetItem {TRACE_PREFIX}{client_id}", exc) from None
-                for head in reply.get("Responses", {}).get(self._table.name, []):
-                    trace = _trace_head(client_id, head)
-                    found[trace.period] = trace
+                    raise aws_error("dynamodb", operation, exc) from None
+                for item in reply.get("Responses", {}).get(self._table.name, []):
+                    found[str(item["pk"])] = item
                 request = reply.get("UnprocessedKeys") or {}
                 if not request:
                     break
             else:
-                raise errors.ServiceError(
-                    "dynamodb",
-                    f"BatchGetItem {TRACE_PREFIX}{client_id}",
-                    "keys stayed unprocessed; try again later",
-                )
+                raise errors.ServiceError("dynamodb", operation, "keys stayed unprocessed; try again later")
         return found
 
     def _get(self, key: str) -> dict[str, Any] | None:

@@ -719,3 +719,20 @@ def test_trace_heads_reads_a_year_of_months_in_one_batch_and_skips_missing_ones(
         "2026-10": ("invoiced", "900.00", ""),
         "2026-08": ("nothing", "", ""),
     }
+
+
+def test_many_rows_and_one_periods_traces_are_read_in_batches_of_100(ledger: Ledger) -> None:
+    """A repeat run checks every invoiced client's row and trace: 250 clients, 3 requests each way."""
+    for n in range(0, 250, 2):  # every other client has a row and a trace
+        ledger.claim(f"invoice#{10000 + n}#2026-10", "run-1", f"rid-{n}", 60)
+        ledger.put_trace(UsageTrace(str(10000 + n), "2026-10", "pending", "x"))
+    ledger.put_trace(UsageTrace("10000", "2026-09", "invoiced", "y"))  # another period: not asked for
+    keys = [f"invoice#{10000 + n}#2026-10" for n in range(250)]
+
+    rows = ledger.get_many(keys + keys[:5])  # a key asked twice is read once
+    traces = ledger.period_traces([str(10000 + n) for n in range(250)], "2026-10")
+
+    assert sorted(rows) == sorted(keys[::2]) and {r.status for r in rows.values()} == {"claimed"}
+    assert sorted(traces) == [str(10000 + n) for n in range(0, 250, 2)]
+    assert {(t.period, t.state, t.usage_csv) for t in traces.values()} == {("2026-10", "pending", "")}
+    assert ledger.get_many([]) == {}

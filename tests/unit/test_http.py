@@ -339,3 +339,23 @@ def test_unanswered_calls_hold_their_slots_until_answered() -> None:
     limiter.answered()
     blocked.join(timeout=5)
     assert not blocked.is_alive()
+
+
+def test_a_bare_429_holds_the_answered_limiter_like_the_plain_one() -> None:
+    """QBO's 429 carries no Retry-After: the whole session waits out the throttle window, whichever
+    limiter counts its calls (the merge of the two once lost this and met 429s again)."""
+    for kind in (RateLimiter, AnsweredRateLimiter):
+        now, waits = [0.0], []
+
+        def sleep(seconds: float, now: list[float] = now, waits: list[float] = waits) -> None:
+            waits.append(seconds)
+            now[0] += seconds
+
+        limiter = kind(per_second=10, clock=lambda now=now: now[0], sleep=sleep)
+        limiter.acquire()
+        limiter.answered()
+        limiter.hold(60.0)
+        limiter.acquire()
+
+        assert waits == [pytest.approx(60.0)], kind.__name__
+        assert limiter.report() == {"throttled": 1, "waited_seconds": 60.0}

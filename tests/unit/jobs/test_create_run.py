@@ -68,6 +68,23 @@ def test_an_invoice_with_our_marker_but_no_ledger_row_is_recorded_not_recreated(
     assert ledger_rows(services.ledger)["invoice#10002#2026-10"].status == "created"
 
 
+def test_when_the_batch_read_of_invoiced_rows_fails_each_client_reads_its_own(
+    services: FakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(services)
+    services.ledger._table.delete_item(Key={"pk": "invoice#10002#2026-10"})  # a crash before record()
+
+    def throttled(keys):
+        raise errors.ServiceError("dynamodb", "BatchGetItem", "keys stayed unprocessed; try again later")
+
+    monkeypatch.setattr(services.ledger, "get_many", throttled)
+    again = create(services, run_id="run-2")
+
+    assert len(services.qbo.invoices) == 2 and again["exit"] == 0
+    assert all(again[c]["reason"].startswith("already invoiced") for c in ("10002", "10003"))
+    assert ledger_rows(services.ledger)["invoice#10002#2026-10"].status == "created"  # healed all the same
+
+
 def test_a_usage_csv_that_could_not_be_archived_is_archived_by_the_next_run(services: FakeServices) -> None:
     def sharepoint_down(parts, content):
         raise errors.ServerError("graph", "upload", "503", status=503)
