@@ -211,54 +211,11 @@ class SendRun:
             except errors.ServiceError as exc:  # nothing was sent: the next run tries again
                 self.claims.record(key, "failed", {"reason": f"not mailed: {exc}"})
                 raise
-        attempt = attempt_of(entry, "send")
-        request_id = request_id_of(key, "send", entry)  # a new one only after a definite failure
         # graph mode: wait for one of Outlook's 4 mailbox slots BEFORE noting "mailing", so a crash
         # while waiting never leaves an unknown outcome for a person to check
         with self._mail_slots if pdf is not None else contextlib.nullcontext():
-            # One path for a mail whose outcome is unknown, whether this run lost the answer or an
-            # earlier run died: the claim says stage=mailing, and in qbo mode the invoice is read in
-            # QBO (``Invoice.delivered``) before any further send; QBO's /send itself is never replayed
-            # by the session. Graph mode has nothing to read, so a person checks (needs_review).
-            for sends in range(1, MAX_QBO_SENDS + 1):
-                self.claims.note(
-                    key, {"stage": "mailing"}
-                )  # from here on, a crash leaves the outcome unknown
-                try:
-                    self._send(invoice, key, result, pdf, request_id)
-                    break
-                except (errors.TransportError, errors.ServerError) as exc:
-                    if self.settings.invoice_delivery == "graph":
-                        # The mail service may have accepted it before the connection broke: do not resend.
-                        reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
-                        self.claims.record(key, "needs_review", {"reason": reason})
-                        return result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
-                    try:
-                        delivered = self.services.qbo.get_invoice(result.invoice_id).delivered
-                    except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
-                        self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
-                        raise
-                    if delivered:
-                        logger.info(
-                            "QBO mailed invoice {doc} despite the error ({error})",
-                            doc=result.doc_number,
-                            error=str(exc),
-                        )
-                        break
-                    if sends == MAX_QBO_SENDS:
-                        # stage stays "mailing": the next run reads the invoice in QBO before sending again
-                        self.claims.record(key, "failed", {"reason": str(exc)})
-                        raise
-                    logger.info(
-                        "QBO did not mail invoice {doc} ({error}); sending again",
-                        doc=result.doc_number,
-                        error=str(exc),
-                    )
-                except errors.ServiceError as exc:  # refused (4xx): nothing went out
-                    # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
-                    moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
-                    self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
-                    raise
+            if not self._mail(invoice, key, entry, result, pdf):
+                return result  # needs a person: the mail service may have taken it
         self.claims.record(key, "sent", {"to": result.to, "archived": False})
         result.outcome = Outcome.SENT
         if self.settings.invoice_delivery == "graph":
@@ -271,6 +228,58 @@ class SendRun:
         self._archive(invoice, key, result, pdf)
         logger.info("sent invoice {doc} to {to}", doc=result.doc_number, to=result.to)
         return result
+
+    def _mail(
+        self, invoice: Invoice, key: str, entry: LedgerEntry | None, result: Delivery, pdf: bytes | None
+    ) -> bool:
+        """Mail the invoice once; False when its outcome is unknown and a person must check.
+
+        One path for a mail whose outcome is unknown, whether this run lost the answer or an earlier
+        run died: the claim says stage=mailing, and in qbo mode the invoice is read in QBO
+        (``Invoice.delivered``) before any further send; QBO's /send itself is never replayed by the
+        session. Graph mode has nothing to read, so a person checks (needs_review)."""
+        attempt = attempt_of(entry, "send")
+        request_id = request_id_of(key, "send", entry)  # a new one only after a definite failure
+        for sends in range(1, MAX_QBO_SENDS + 1):
+            # from here on, a crash leaves the outcome unknown
+            self.claims.note(key, {"stage": "mailing"})
+            try:
+                self._send(invoice, key, result, pdf, request_id)
+                return True
+            except (errors.TransportError, errors.ServerError) as exc:
+                if self.settings.invoice_delivery == "graph":
+                    # The mail service may have accepted it before the connection broke: do not resend.
+                    reason = f"the mail service did not confirm the send ({exc}); check Sent Items before resending"
+                    self.claims.record(key, "needs_review", {"reason": reason})
+                    result.set(Outcome.NEEDS_REVIEW, Reason.OUTCOME_UNKNOWN, reason)
+                    return False
+                try:
+                    delivered = self.services.qbo.get_invoice(result.invoice_id).delivered
+                except errors.ServiceError:  # cannot check: stage stays "mailing" for the next run
+                    self.claims.record(key, "failed", {"reason": f"{exc}; the send could not be checked"})
+                    raise
+                if delivered:
+                    logger.info(
+                        "QBO mailed invoice {doc} despite the error ({error})",
+                        doc=result.doc_number,
+                        error=str(exc),
+                    )
+                    return True
+                if sends == MAX_QBO_SENDS:
+                    # stage stays "mailing": the next run reads the invoice in QBO before sending again
+                    self.claims.record(key, "failed", {"reason": str(exc)})
+                    raise
+                logger.info(
+                    "QBO did not mail invoice {doc} ({error}); sending again",
+                    doc=result.doc_number,
+                    error=str(exc),
+                )
+            except errors.ServiceError as exc:  # refused (4xx): nothing went out
+                # A fault that sent nothing moves on to a new requestid (QBO would replay the fault).
+                moved_on = {"send_attempt": attempt + 1} if is_definite_failure(exc) else {}
+                self.claims.record(key, "failed", {"reason": str(exc), "stage": "refused", **moved_on})
+                raise
+        raise AssertionError("unreachable: the last send returns or raises")
 
     def _not_ours(self, invoice: Invoice, key: str, entry: LedgerEntry | None, result: Delivery) -> Delivery:
         """The delivery was claimed by another run: finished (sent, needs a person) or still live."""
