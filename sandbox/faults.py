@@ -417,8 +417,9 @@ class FaultMiddleware:
         query = environ.get("QUERY_STRING", "")
         service = self.service_for(path)
         decision = self.injector.decide(service, method, f"{path}?{query}" if query else path)
+        entry = {"time": _now_iso(), "service": service, "method": method, "path": path, "query": query}
         try:
-            return self._serve(environ, start_response, service, decision, started)
+            return self._serve(environ, start_response, decision, started, entry)
         finally:
             self.injector.done(service, decision)
 
@@ -426,13 +427,11 @@ class FaultMiddleware:
         self,
         environ: dict[str, Any],
         start_response: Callable,
-        service: str,
         decision: Decision,
         started: float,
+        entry: dict[str, Any],
     ) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        query = environ.get("QUERY_STRING", "")
-        entry = {"time": _now_iso(), "service": service, "method": method, "path": path, "query": query}
+        service = entry["service"]
 
         def finish(status: int, fault: str | None) -> None:
             entry.update(status=status, ms=round((time.monotonic() - started) * 1000, 1), fault=fault)
