@@ -35,6 +35,7 @@ class FaultConfig:
     rate_limit_per_sec: int | None = None
     rate_limit_per_min: int | None = None
     max_concurrent: int | None = None  # more calls in flight than this: 429 (QBO: 10 per realm)
+    concurrent_match: str | None = None  # only calls whose "METHOD /path" matches count (None: all)
     window_seconds: float = 60.0  # length of the "per minute" window (shorter only to test fast)
     throttle_seconds: float = 0.0  # a throttle burst: every call gets 429 for this long after set()
     retry_after: int | None = None  # seconds in Retry-After; None: until the window frees (at least 1)
@@ -61,6 +62,9 @@ STRICT_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_concurrent": 10,
         "send_retry_after": False,
     },
+    # Outlook [saas-apis.md C4]: 4 concurrent requests per app and mailbox; the 429 carries
+    # Retry-After. Only the mailbox's own resources count (SharePoint has limits of its own).
+    "graph": {"max_concurrent": 4, "concurrent_match": r"^\S+ /v1\.0/users/"},
     # ClickUp's 429 carries only X-RateLimit-Limit/Remaining/Reset (fault_response never adds
     # Retry-After for it); its per-token limit depends on the plan, so none is set by default.
 }
@@ -212,13 +216,16 @@ class FaultInjector:
                 decision.reset_at = time.time() + (state.throttled_until - time.monotonic())
             if decision.outcome is None:
                 self._rate_limit(state, decision)
-            if decision.outcome is None and config.max_concurrent:
+            limited = bool(config.max_concurrent) and (
+                not config.concurrent_match or re.search(config.concurrent_match, f"{method} {target}")
+            )
+            if decision.outcome is None and limited:
                 if state.in_flight >= config.max_concurrent:
                     decision.outcome, decision.retry_after = 429, config.retry_after or 1
                     decision.reset_at = time.time() + 1
-            if decision.outcome is None:
-                state.in_flight += 1
-                decision.counted = True
+                else:
+                    state.in_flight += 1
+                    decision.counted = True
             if decision.outcome is None:
                 if config.drop_rate and state.rng.random() < config.drop_rate:
                     decision.outcome = "drop"

@@ -230,6 +230,33 @@ def test_a_large_mail_upload_sends_every_chunk_in_either_spelling(
     assert spellings == {"nextExpectedRanges", "NextExpectedRanges"}  # the stand-in used both
 
 
+# --- 13: Outlook takes 4 calls at once per mailbox; SharePoint is not counted --------------------
+
+
+def test_graph_answers_a_fifth_concurrent_mailbox_call_with_429_but_not_sharepoint_calls(
+    sandbox: Sandbox, make_services: ServicesFactory
+) -> None:
+    graph = make_services().graph
+    http = trusted_session(sandbox)
+    headers = {"Authorization": f"Bearer {graph.access_token()}"}
+    base = sandbox.env["MSGRAPH_BASE_URL"]
+    sandbox.set_faults("graph", latency_ms=400)  # the limit stays on: only latency is named
+
+    def get(path: str) -> requests.Response:
+        return http.get(f"{base}{path}", headers=headers)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        mailbox = list(pool.map(get, [f"/users/{sandbox.env['SENDER_EMAIL']}"] * 6))
+        site = f"/sites/{sandbox.env['MS_GRAPH_HOSTNAME']}:{sandbox.env['SHAREPOINT_SITE_PATH']}"
+        sharepoint = list(pool.map(get, [site] * 6))
+
+    refused = [a for a in mailbox if a.status_code == 429]
+    assert refused and all(a.headers.get("Retry-After") for a in refused), [a.status_code for a in mailbox]
+    # the other four were served (403 here: reading a user needs a role this app lacks)
+    assert sum(a.status_code != 429 for a in mailbox) == 4, [a.status_code for a in mailbox]
+    assert [a.status_code for a in sharepoint] == [200] * 6
+
+
 # --- 12: ClickUp 429 carries only X-RateLimit-*; the client sleeps until the reset ----------------
 
 

@@ -347,4 +347,6 @@ def test_graph_mode_keeps_at_most_four_mails_in_flight_however_many_workers(harn
     mails = [r for r in harness.sandbox.requests("graph")[before:] if r["path"].endswith("/sendMail")]
     customer = mails[:-1]  # the last one is the bookkeeper's summary
     assert len(customer) == 5 and peak_in_flight(customer, "graph") == 4  # Outlook: 4 per mailbox
+    # the stand-in refuses a fifth call to the mailbox (429): the job never made one
+    assert [r["status"] for r in harness.sandbox.requests("graph")[before:] if r["status"] == 429] == []
     assert set(_mails_per_recipient(harness).values()) == {1}
